@@ -1,0 +1,156 @@
+//! The TOML configuration tree with every default, and the command-line overrides.
+//!
+//! `default_config.toml` is the one source of truth for defaults: it is embedded in the binary,
+//! printed by `isthmus config --default`, and a test checks that it parses to `Config::default()`.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// The default configuration file, comments included.
+pub const DEFAULT_TOML: &str = include_str!("default_config.toml");
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Process-wide settings.
+    pub server: ServerConfig,
+    /// The NATS client listener.
+    pub nats: NatsConfig,
+}
+
+/// `[server]`: process-wide settings.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// INFO `server_name`.
+    pub name: String,
+    /// Shard count; 0 means one per available core.
+    pub shards: usize,
+    /// Pin shard i to CPU i (mod CPU count).
+    pub pin_cores: bool,
+    /// io_uring registered buffer bytes per shard.
+    pub io_memory_bytes: usize,
+    /// Spin before parking, in microseconds.
+    pub spin_before_park_us: u64,
+}
+
+/// `[nats]`: the NATS client listener and its limits.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Largest headers + payload a client may publish, in bytes.
+    pub max_payload: u32,
+    /// Longest protocol line, in bytes.
+    pub max_control_line: u32,
+    /// Unsent bytes per connection before it is a slow consumer.
+    pub max_pending: u64,
+    /// Server PING interval in milliseconds.
+    pub ping_interval_ms: u64,
+    /// Unanswered PINGs before the connection is stale.
+    pub ping_max: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            name: "isthmus".to_string(),
+            shards: 0,
+            pin_cores: true,
+            io_memory_bytes: 128 * 1024,
+            spin_before_park_us: 0,
+        }
+    }
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4222)),
+            max_payload: 1024 * 1024,
+            max_control_line: 4096,
+            max_pending: 64 * 1024 * 1024,
+            ping_interval_ms: 120_000,
+            ping_max: 2,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { server: ServerConfig::default(), nats: NatsConfig::default() }
+    }
+}
+
+impl Config {
+    /// Parses a TOML document; keys not given keep their defaults.
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn from_file(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+        Config::from_toml(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+    }
+
+    /// Checks relations between keys that serde cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.server.shards > crate::limits::SHARDS_MAX {
+            return Err(format!("server.shards must be at most {}", crate::limits::SHARDS_MAX));
+        }
+        if self.nats.max_payload == 0 {
+            return Err("nats.max_payload must be positive".into());
+        }
+        if self.nats.max_control_line < 32 {
+            return Err("nats.max_control_line must be at least 32".into());
+        }
+        if self.nats.ping_interval_ms == 0 {
+            return Err("nats.ping_interval_ms must be positive".into());
+        }
+        if self.nats.max_pending < u64::from(self.nats.max_payload) {
+            return Err("nats.max_pending must be at least nats.max_payload".into());
+        }
+        Ok(())
+    }
+
+    /// The shard count to run: the configured one, or one per available core.
+    pub fn shard_count(&self) -> usize {
+        if self.server.shards > 0 {
+            return self.server.shards;
+        }
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        cores.min(crate::limits::SHARDS_MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_file_matches_defaults() {
+        assert_eq!(Config::from_toml(DEFAULT_TOML).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn partial_file_keeps_other_defaults() {
+        let config = Config::from_toml("[nats]\nmax_payload = 1000\n").unwrap();
+        assert_eq!(config.nats.max_payload, 1000);
+        assert_eq!(config.nats.max_control_line, 4096);
+        assert_eq!(config.server, ServerConfig::default());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        assert!(Config::from_toml("[nats]\nmax_payloads = 1\n").is_err());
+        assert!(Config::from_toml("[server]\nshards = 65\n").is_err());
+        assert!(Config::from_toml("[nats]\nlisten = \"nope\"\n").is_err());
+    }
+}

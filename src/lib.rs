@@ -1,0 +1,24 @@
+//! Isthmus: a thread-per-core message broker on io_uring that speaks the core NATS client
+//! protocol (MQTT comes next, on the same subject space).
+//!
+//! Reading order, following the data:
+//! - [`limits`], [`config`]: every bound and every setting.
+//! - [`message`]: the one type that crosses layers and shards.
+//! - [`protocol`]: pure codecs (`protocol::nats::codec`) and subject rules; no I/O.
+//! - [`router`]: the per-shard subject trie, match cache and the replicated interest map.
+//! - [`shard`]: what one core owns, its connections (`shard::conn`, the only socket code) and
+//!   the cross-shard mesh (`shard::mesh`).
+//! - [`serve`]: starting executors, readiness, shutdown.
+//! - [`stats`]: lock-free per-shard counters.
+
+pub mod config;
+pub mod limits;
+pub mod message;
+pub mod protocol;
+pub mod router;
+pub mod serve;
+pub mod shard;
+pub mod stats;
+
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;

@@ -1,0 +1,39 @@
+//! Every compile-time bound of the broker, with its unit and what it costs.
+//!
+//! Runtime limits that operators tune (max_payload, max_pending, ...) live in `config.rs`;
+//! this file holds the bounds that shape memory layout and loop lengths.
+
+/// Most shards one process runs. Costs: interest entries keep one counter per shard, and the
+/// publish path keeps target shards in a `u64` mask.
+pub const SHARDS_MAX: usize = 64;
+
+/// Bytes requested from the allocator when a connection's read buffer needs room.
+/// Costs: the resident read buffer of a busy connection.
+pub const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Fewest spare bytes a read is issued with; below this the buffer grows first.
+pub const READ_SPARE_BYTES_MIN: usize = 4 * 1024;
+
+/// Batches that may wait in one directed cross-shard channel. Costs: memory of queued batches;
+/// a full channel pauses the publishing connections of the sending shard.
+pub const MESH_CHANNEL_BATCHES: usize = 64;
+
+/// Operations gathered for one target shard before the batch is sent early, mid-burst.
+pub const MESH_BATCH_OPS_MAX: usize = 1024;
+
+/// Emptied batch vectors a shard keeps for reuse, per target.
+pub const MESH_BATCH_POOL_MAX: usize = MESH_CHANNEL_BATCHES * 2;
+
+/// Distinct subjects remembered by a match cache before it is cleared.
+/// Costs: one cached match result per entry.
+pub const MATCH_CACHE_ENTRIES_MAX: usize = 4096;
+
+/// Tokens a subject may have before matching falls back to a heap-allocated token list.
+pub const SUBJECT_TOKENS_INLINE: usize = 16;
+
+/// Largest outbound buffer capacity an idle connection keeps; more is released when it drains.
+pub const OUTBOUND_IDLE_BYTES_MAX: usize = 64 * 1024;
+
+const _: () = assert!(SHARDS_MAX <= 64, "target shards are kept in a u64 mask");
+const _: () = assert!(READ_SPARE_BYTES_MIN < READ_CHUNK_BYTES);
+const _: () = assert!(MESH_BATCH_POOL_MAX >= MESH_CHANNEL_BATCHES);

@@ -1,0 +1,432 @@
+//! NATS client protocol codec: bytes from a client -> [`ClientOp`], and the server's replies
+//! (INFO, MSG, HMSG, PING, PONG, +OK, -ERR) -> bytes.
+//!
+//! Pure functions over buffers, no I/O. A frame is checked for completeness and size before
+//! anything is built; a PUB whose declared size is over `max_payload` is rejected before its
+//! body is buffered. Frames are `Bytes` slices of the read buffer (`split_to().freeze()`), so a
+//! routed payload is never copied. Rules follow nats-server's `parser.go`: ops are
+//! case-insensitive, arguments are split on spaces and tabs, a line ends in `\n` (optionally
+//! preceded by `\r`), a payload is followed by `\r\n`.
+
+use crate::message::Message;
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// One operation sent by a client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientOp {
+    /// `CONNECT {json}`; the JSON text.
+    Connect(Bytes),
+    /// `PUB` or `HPUB` (when `headers` is non-empty).
+    Pub(Message),
+    /// `SUB <subject> [queue] <sid>`.
+    Sub {
+        /// Subscription filter.
+        subject: Bytes,
+        /// Queue group; empty for a plain subscription.
+        queue: Bytes,
+        /// The client's subscription id.
+        sid: Bytes,
+    },
+    /// `UNSUB <sid> [max]`.
+    Unsub {
+        /// The client's subscription id.
+        sid: Bytes,
+        /// Deliveries after which the subscription ends; `None` ends it now.
+        max: Option<u64>,
+    },
+    /// `PING`.
+    Ping,
+    /// `PONG`.
+    Pong,
+}
+
+/// Limits the decoder enforces.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest headers + payload, in bytes.
+    pub max_payload: u32,
+    /// Longest control line, in bytes (without the line end).
+    pub max_control_line: u32,
+}
+
+/// Why a client's bytes could not be decoded. Every variant closes the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// A control line longer than `max_control_line`.
+    MaxControlLine,
+    /// A PUB/HPUB declaring more than `max_payload` bytes.
+    MaxPayload,
+    /// An unknown operation name, or arguments that do not parse.
+    UnknownOperation,
+}
+
+impl DecodeError {
+    /// The `-ERR` text nats-server sends for this error.
+    pub fn err_text(self) -> &'static str {
+        match self {
+            DecodeError::MaxControlLine => "maximum control line exceeded",
+            DecodeError::MaxPayload => "Maximum Payload Violation",
+            DecodeError::UnknownOperation => "Unknown Protocol Operation",
+        }
+    }
+}
+
+/// Most arguments any client op takes (`HPUB subject reply hdr total`).
+const ARGS_MAX: usize = 4;
+
+/// Decodes one op from the front of `buf`, removing its bytes. `Ok(None)` means more bytes are
+/// needed; nothing is consumed then.
+pub fn decode(buf: &mut BytesMut, limits: &Limits) -> Result<Option<ClientOp>, DecodeError> {
+    let scan = buf.len().min(limits.max_control_line as usize + 2);
+    let Some(newline) = memchr::memchr(b'\n', &buf[..scan]) else {
+        if buf.len() > limits.max_control_line as usize + 1 {
+            return Err(DecodeError::MaxControlLine);
+        }
+        return Ok(None);
+    };
+    let line_end = if newline > 0 && buf[newline - 1] == b'\r' { newline - 1 } else { newline };
+    if line_end > limits.max_control_line as usize {
+        return Err(DecodeError::MaxControlLine);
+    }
+    let line = &buf[..line_end];
+    let op_end = line.iter().position(|b| is_blank(*b)).unwrap_or(line.len());
+    let op = &line[..op_end];
+    let head_len = newline + 1;
+
+    if op.eq_ignore_ascii_case(b"PUB") {
+        let (args, count) = split_args(line, op_end)?;
+        let (subject, reply, size) = match count {
+            2 => (args[0], (0, 0), parse_size(line, args[1])?),
+            3 => (args[0], args[1], parse_size(line, args[2])?),
+            _ => return Err(DecodeError::UnknownOperation),
+        };
+        if size > limits.max_payload as usize {
+            return Err(DecodeError::MaxPayload);
+        }
+        let Some(frame) = take_frame(buf, head_len, size)? else { return Ok(None) };
+        return Ok(Some(ClientOp::Pub(Message {
+            subject: frame.slice(subject.0..subject.1),
+            reply: frame.slice(reply.0..reply.1),
+            headers: Bytes::new(),
+            payload: frame.slice(head_len..head_len + size),
+        })));
+    }
+    if op.eq_ignore_ascii_case(b"HPUB") {
+        let (args, count) = split_args(line, op_end)?;
+        let (subject, reply, header_size, total) = match count {
+            3 => (args[0], (0, 0), parse_size(line, args[1])?, parse_size(line, args[2])?),
+            4 => (args[0], args[1], parse_size(line, args[2])?, parse_size(line, args[3])?),
+            _ => return Err(DecodeError::UnknownOperation),
+        };
+        if header_size > total {
+            return Err(DecodeError::UnknownOperation);
+        }
+        if total > limits.max_payload as usize {
+            return Err(DecodeError::MaxPayload);
+        }
+        let Some(frame) = take_frame(buf, head_len, total)? else { return Ok(None) };
+        let body = head_len + header_size;
+        return Ok(Some(ClientOp::Pub(Message {
+            subject: frame.slice(subject.0..subject.1),
+            reply: frame.slice(reply.0..reply.1),
+            headers: frame.slice(head_len..body),
+            payload: frame.slice(body..head_len + total),
+        })));
+    }
+    if op.eq_ignore_ascii_case(b"SUB") {
+        let (args, count) = split_args(line, op_end)?;
+        let (subject, queue, sid) = match count {
+            2 => (args[0], (0, 0), args[1]),
+            3 => (args[0], args[1], args[2]),
+            _ => return Err(DecodeError::UnknownOperation),
+        };
+        let frame = buf.split_to(head_len).freeze();
+        return Ok(Some(ClientOp::Sub {
+            subject: frame.slice(subject.0..subject.1),
+            queue: frame.slice(queue.0..queue.1),
+            sid: frame.slice(sid.0..sid.1),
+        }));
+    }
+    if op.eq_ignore_ascii_case(b"UNSUB") {
+        let (args, count) = split_args(line, op_end)?;
+        let max = match count {
+            1 => None,
+            2 => Some(parse_size(line, args[1])? as u64),
+            _ => return Err(DecodeError::UnknownOperation),
+        };
+        let sid = args[0];
+        let frame = buf.split_to(head_len).freeze();
+        return Ok(Some(ClientOp::Unsub { sid: frame.slice(sid.0..sid.1), max }));
+    }
+    if op.eq_ignore_ascii_case(b"PING") || op.eq_ignore_ascii_case(b"PONG") {
+        if line[op_end..].iter().any(|b| !is_blank(*b)) {
+            return Err(DecodeError::UnknownOperation);
+        }
+        let ping = op.eq_ignore_ascii_case(b"PING");
+        let _ = buf.split_to(head_len);
+        return Ok(Some(if ping { ClientOp::Ping } else { ClientOp::Pong }));
+    }
+    if op.eq_ignore_ascii_case(b"CONNECT") {
+        let start = line[op_end..]
+            .iter()
+            .position(|b| !is_blank(*b))
+            .map(|p| op_end + p)
+            .ok_or(DecodeError::UnknownOperation)?;
+        let frame = buf.split_to(head_len).freeze();
+        return Ok(Some(ClientOp::Connect(frame.slice(start..line_end))));
+    }
+    Err(DecodeError::UnknownOperation)
+}
+
+/// Encodes a client op in its canonical form. `decode(encode(op)) == op` for every op whose
+/// fields are valid protocol tokens; the fuzz targets and property tests rely on it.
+pub fn encode_client_op(op: &ClientOp, out: &mut BytesMut) {
+    match op {
+        ClientOp::Connect(json) => {
+            out.put_slice(b"CONNECT ");
+            out.put_slice(json);
+            out.put_slice(b"\r\n");
+        }
+        ClientOp::Pub(m) => {
+            out.put_slice(if m.headers.is_empty() { b"PUB " } else { b"HPUB " });
+            out.put_slice(&m.subject);
+            if !m.reply.is_empty() {
+                out.put_u8(b' ');
+                out.put_slice(&m.reply);
+            }
+            if !m.headers.is_empty() {
+                put_number(out, m.headers.len() as u64);
+            }
+            put_number(out, m.size() as u64);
+            out.put_slice(b"\r\n");
+            out.put_slice(&m.headers);
+            out.put_slice(&m.payload);
+            out.put_slice(b"\r\n");
+        }
+        ClientOp::Sub { subject, queue, sid } => {
+            out.put_slice(b"SUB ");
+            out.put_slice(subject);
+            if !queue.is_empty() {
+                out.put_u8(b' ');
+                out.put_slice(queue);
+            }
+            out.put_u8(b' ');
+            out.put_slice(sid);
+            out.put_slice(b"\r\n");
+        }
+        ClientOp::Unsub { sid, max } => {
+            out.put_slice(b"UNSUB ");
+            out.put_slice(sid);
+            if let Some(max) = max {
+                put_number(out, *max);
+            }
+            out.put_slice(b"\r\n");
+        }
+        ClientOp::Ping => out.put_slice(b"PING\r\n"),
+        ClientOp::Pong => out.put_slice(b"PONG\r\n"),
+    }
+}
+
+/// Appends `MSG`/`HMSG` for one delivery. `with_headers` is false for clients that did not
+/// announce header support; their copy drops the header block, as nats-server does.
+pub fn encode_msg(out: &mut BytesMut, message: &Message, sid: &[u8], with_headers: bool) {
+    let headers = with_headers && !message.headers.is_empty();
+    let payload_len = message.payload.len() + if headers { message.headers.len() } else { 0 };
+    out.reserve(message.subject.len() + message.reply.len() + sid.len() + payload_len + 40);
+    out.put_slice(if headers { b"HMSG " } else { b"MSG " });
+    out.put_slice(&message.subject);
+    out.put_u8(b' ');
+    out.put_slice(sid);
+    if !message.reply.is_empty() {
+        out.put_u8(b' ');
+        out.put_slice(&message.reply);
+    }
+    if headers {
+        put_number(out, message.headers.len() as u64);
+    }
+    put_number(out, payload_len as u64);
+    out.put_slice(b"\r\n");
+    if headers {
+        out.put_slice(&message.headers);
+    }
+    out.put_slice(&message.payload);
+    out.put_slice(b"\r\n");
+}
+
+/// Appends `-ERR '<text>'`.
+pub fn encode_err(out: &mut BytesMut, text: &str) {
+    out.put_slice(b"-ERR '");
+    out.put_slice(text.as_bytes());
+    out.put_slice(b"'\r\n");
+}
+
+/// Appends `INFO <json>`.
+pub fn encode_info(out: &mut BytesMut, json: &[u8]) {
+    out.put_slice(b"INFO ");
+    out.put_slice(json);
+    out.put_slice(b"\r\n");
+}
+
+/// The header block of a no-responders status message (nats-server 2.9 form).
+pub const NO_RESPONDERS_HEADERS: &[u8] = b"NATS/1.0 503\r\n\r\n";
+
+fn put_number(out: &mut BytesMut, n: u64) {
+    let mut text = itoa::Buffer::new();
+    out.put_u8(b' ');
+    out.put_slice(text.format(n).as_bytes());
+}
+
+fn is_blank(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+type Span = (usize, usize);
+
+/// Splits the arguments after the op name into spans of `line`.
+fn split_args(line: &[u8], from: usize) -> Result<([Span; ARGS_MAX], usize), DecodeError> {
+    let mut args = [(0, 0); ARGS_MAX];
+    let mut count = 0;
+    let mut i = from;
+    while i < line.len() {
+        if is_blank(line[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < line.len() && !is_blank(line[i]) {
+            i += 1;
+        }
+        if count == ARGS_MAX {
+            return Err(DecodeError::UnknownOperation);
+        }
+        args[count] = (start, i);
+        count += 1;
+    }
+    Ok((args, count))
+}
+
+fn parse_size(line: &[u8], span: Span) -> Result<usize, DecodeError> {
+    let digits = &line[span.0..span.1];
+    if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(DecodeError::UnknownOperation);
+    }
+    Ok(digits.iter().fold(0usize, |n, d| n * 10 + usize::from(d - b'0')))
+}
+
+/// Splits off a control line plus a `size`-byte body and its `\r\n`, once all of it is there.
+fn take_frame(buf: &mut BytesMut, head_len: usize, size: usize) -> Result<Option<Bytes>, DecodeError> {
+    let total = head_len + size + 2;
+    if buf.len() < total {
+        buf.reserve(total - buf.len());
+        return Ok(None);
+    }
+    if &buf[total - 2..total] != b"\r\n" {
+        return Err(DecodeError::UnknownOperation);
+    }
+    Ok(Some(buf.split_to(total).freeze()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits { max_payload: 1024, max_control_line: 64 };
+
+    fn decode_all(input: &[u8]) -> Result<Vec<ClientOp>, DecodeError> {
+        let mut buf = BytesMut::from(input);
+        let mut ops = Vec::new();
+        while let Some(op) = decode(&mut buf, &LIMITS)? {
+            ops.push(op);
+        }
+        Ok(ops)
+    }
+
+    #[test]
+    fn pub_sub_unsub_ping() {
+        let ops = decode_all(
+            b"PUB a.b 5\r\nhello\r\npub a.b _INBOX.1  2\r\nhi\r\nSUB a.* q 7\r\nsub > 8\r\n\
+              UNSUB 7\r\nunsub 8 10\r\nPING\r\npong\n",
+        )
+        .unwrap();
+        assert_eq!(ops.len(), 8);
+        let ClientOp::Pub(m) = &ops[0] else { panic!("{:?}", ops[0]) };
+        assert_eq!((&m.subject[..], &m.reply[..], &m.payload[..]), (&b"a.b"[..], &b""[..], &b"hello"[..]));
+        let ClientOp::Pub(m) = &ops[1] else { panic!() };
+        assert_eq!(&m.reply[..], b"_INBOX.1");
+        assert_eq!(
+            ops[2],
+            ClientOp::Sub { subject: "a.*".into(), queue: "q".into(), sid: "7".into() }
+        );
+        assert_eq!(ops[3], ClientOp::Sub { subject: ">".into(), queue: "".into(), sid: "8".into() });
+        assert_eq!(ops[4], ClientOp::Unsub { sid: "7".into(), max: None });
+        assert_eq!(ops[5], ClientOp::Unsub { sid: "8".into(), max: Some(10) });
+        assert_eq!(ops[6], ClientOp::Ping);
+        assert_eq!(ops[7], ClientOp::Pong);
+    }
+
+    #[test]
+    fn hpub_splits_headers() {
+        let ops = decode_all(b"HPUB s r 12 14\r\nNATS/1.0\r\n\r\nhi\r\n").unwrap();
+        let ClientOp::Pub(m) = &ops[0] else { panic!() };
+        assert_eq!(&m.headers[..], b"NATS/1.0\r\n\r\n");
+        assert_eq!(&m.payload[..], b"hi");
+        assert_eq!(&m.reply[..], b"r");
+        assert_eq!(decode_all(b"HPUB s 5 4\r\nNATS/\r\n"), Err(DecodeError::UnknownOperation));
+    }
+
+    #[test]
+    fn connect_keeps_json_with_spaces() {
+        let ops = decode_all(b"CONNECT {\"verbose\": false, \"name\": \"a b\"}\r\n").unwrap();
+        assert_eq!(ops[0], ClientOp::Connect("{\"verbose\": false, \"name\": \"a b\"}".into()));
+    }
+
+    #[test]
+    fn incomplete_input_waits_and_consumes_nothing() {
+        for partial in [&b"PU"[..], b"PUB a 5\r\nhel", b"PUB a 5\r\nhello\r", b"SUB a 1"] {
+            let mut buf = BytesMut::from(partial);
+            assert_eq!(decode(&mut buf, &LIMITS), Ok(None));
+            assert_eq!(&buf[..], partial);
+        }
+    }
+
+    #[test]
+    fn limits_are_enforced_before_buffering() {
+        let mut buf = BytesMut::from(&b"PUB a 1025\r\n"[..]);
+        assert_eq!(decode(&mut buf, &LIMITS), Err(DecodeError::MaxPayload));
+        let mut long = BytesMut::from(&[b'x'; 70][..]);
+        assert_eq!(decode(&mut long, &LIMITS), Err(DecodeError::MaxControlLine));
+        let mut long_line = BytesMut::from(&b"SUB aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa 1\r\n"[..]);
+        assert_eq!(decode(&mut long_line, &LIMITS), Err(DecodeError::MaxControlLine));
+    }
+
+    #[test]
+    fn malformed_input_is_an_error() {
+        for bad in [
+            &b"FOO\r\n"[..],
+            b"PUB a\r\n",
+            b"PUB a b c d\r\n",
+            b"PUB a x\r\n",
+            b"PUB a 2\r\nhiXX",
+            b"SUB a\r\n",
+            b"UNSUB\r\n",
+            b"PING x\r\n",
+            b"CONNECT\r\n",
+        ] {
+            assert_eq!(decode_all(bad), Err(DecodeError::UnknownOperation), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn msg_encoding() {
+        let m = Message {
+            subject: "a.b".into(),
+            reply: "r".into(),
+            headers: "NATS/1.0\r\n\r\n".into(),
+            payload: "hi".into(),
+        };
+        let mut out = BytesMut::new();
+        encode_msg(&mut out, &m, b"9", true);
+        encode_msg(&mut out, &m, b"9", false);
+        assert_eq!(&out[..], &b"HMSG a.b 9 r 12 14\r\nNATS/1.0\r\n\r\nhi\r\nMSG a.b 9 r 2\r\nhi\r\n"[..]);
+    }
+}

@@ -1,0 +1,135 @@
+//! CONNECT options and the INFO the server greets with.
+
+use serde::{Deserialize, Serialize};
+
+/// The fields of a client's CONNECT that the broker acts on. Absent fields take nats-server's
+/// defaults (`verbose`, `pedantic` and `echo` default to true).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct ConnectOptions {
+    /// Send `+OK` after every op.
+    pub verbose: bool,
+    /// Validate publish subjects strictly.
+    pub pedantic: bool,
+    /// Deliver the client's own publishes back to its matching subscriptions.
+    pub echo: bool,
+    /// The client understands HMSG.
+    pub headers: bool,
+    /// The client wants a 503 status message for requests nobody can answer.
+    pub no_responders: bool,
+    /// Client protocol level: 0 or 1.
+    pub protocol: i64,
+    /// Client-chosen connection name.
+    pub name: String,
+    /// Client library language.
+    pub lang: String,
+    /// Client library version.
+    pub version: String,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            verbose: true,
+            pedantic: true,
+            echo: true,
+            headers: false,
+            no_responders: false,
+            protocol: 0,
+            name: String::new(),
+            lang: String::new(),
+            version: String::new(),
+        }
+    }
+}
+
+/// Why a CONNECT is refused; the text is nats-server's `-ERR` text. All close the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectError {
+    /// The JSON did not parse.
+    Malformed,
+    /// `protocol` outside 0..=1.
+    BadProtocol,
+    /// `no_responders` without `headers`.
+    NoRespondersWithoutHeaders,
+}
+
+impl ConnectError {
+    /// The `-ERR` text.
+    pub fn err_text(self) -> &'static str {
+        match self {
+            ConnectError::Malformed => "Unknown Protocol Operation",
+            ConnectError::BadProtocol => "invalid client protocol",
+            ConnectError::NoRespondersWithoutHeaders => "no responders requires headers support",
+        }
+    }
+}
+
+impl ConnectOptions {
+    /// Parses and checks a CONNECT JSON object.
+    pub fn parse(json: &[u8]) -> Result<ConnectOptions, ConnectError> {
+        let options: ConnectOptions =
+            serde_json::from_slice(json).map_err(|_| ConnectError::Malformed)?;
+        if !(0..=1).contains(&options.protocol) {
+            return Err(ConnectError::BadProtocol);
+        }
+        if options.no_responders && !options.headers {
+            return Err(ConnectError::NoRespondersWithoutHeaders);
+        }
+        Ok(options)
+    }
+}
+
+/// The INFO object sent to a client, in nats-server's field names.
+#[derive(Clone, Debug, Serialize)]
+pub struct Info<'a> {
+    /// Unique per process.
+    pub server_id: &'a str,
+    /// Configured name.
+    pub server_name: &'a str,
+    /// Isthmus version.
+    pub version: &'a str,
+    /// Protocol level (1: async INFO allowed).
+    pub proto: u8,
+    /// nats-server reports its Go version here; clients only display it.
+    pub go: &'a str,
+    /// Listen host.
+    pub host: String,
+    /// Listen port.
+    pub port: u16,
+    /// HPUB/HMSG supported.
+    pub headers: bool,
+    /// Largest headers + payload accepted.
+    pub max_payload: u32,
+    /// The connection's id; `client_id % shards` is the shard serving it.
+    pub client_id: u64,
+    /// The client's address as seen by the server.
+    pub client_ip: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_nats_server() {
+        let options = ConnectOptions::parse(b"{}").unwrap();
+        assert!(options.verbose && options.pedantic && options.echo && !options.headers);
+        let options = ConnectOptions::parse(
+            br#"{"verbose":false,"pedantic":false,"echo":false,"headers":true,"no_responders":true,"protocol":1,"lang":"rust","extra":[1]}"#,
+        )
+        .unwrap();
+        assert!(!options.verbose && !options.echo && options.no_responders);
+        assert_eq!(options.lang, "rust");
+    }
+
+    #[test]
+    fn refusals() {
+        assert_eq!(ConnectOptions::parse(b"{nope"), Err(ConnectError::Malformed));
+        assert_eq!(ConnectOptions::parse(br#"{"protocol":2}"#), Err(ConnectError::BadProtocol));
+        assert_eq!(
+            ConnectOptions::parse(br#"{"no_responders":true}"#),
+            Err(ConnectError::NoRespondersWithoutHeaders)
+        );
+    }
+}

@@ -1,0 +1,253 @@
+//! Starting and stopping the broker: build the shared state, start one pinned glommio executor
+//! per shard joined by a channel mesh, report readiness, and stop cleanly on SIGINT/SIGTERM.
+
+use crate::config::Config;
+use crate::limits::MESH_CHANNEL_BATCHES;
+use crate::shard::mesh::MeshItem;
+use crate::shard::{accept, Identity, Shard};
+use crate::stats::ShardStats;
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::{LocalExecutorBuilder, Placement};
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+/// A running broker, for embedding in tests and benchmarks.
+pub struct Running {
+    /// Process identity (bound address, shutdown flag).
+    pub identity: Arc<Identity>,
+    /// Each shard's counters.
+    pub stats: Vec<Arc<ShardStats>>,
+    handles: Vec<glommio::ExecutorJoinHandle<()>>,
+}
+
+impl Running {
+    /// The NATS address clients connect to.
+    pub fn nats_addr(&self) -> SocketAddr {
+        self.identity.nats_addr
+    }
+
+    /// Asks every shard to stop and waits for them.
+    pub fn stop(self) {
+        self.identity.shutdown.store(true, Ordering::Relaxed);
+        for handle in self.handles {
+            let _ = handle.join();
+        }
+    }
+
+    /// Waits for the shards to stop (after `shutdown` was set elsewhere).
+    pub fn join(self) {
+        for handle in self.handles {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Starts every shard and returns once all listen, or the first startup error.
+pub fn start(config: Config) -> Result<Running, String> {
+    config.validate()?;
+    let shards = config.shard_count();
+    check_memlock(&config, shards);
+    let nats_addr = reserve_port(config.nats.listen)?;
+    let identity = Arc::new(Identity {
+        server_id: server_id(),
+        name: config.server.name.clone(),
+        nats_addr,
+        shutdown: Default::default(),
+    });
+    let config = Arc::new(config);
+    let mesh: MeshBuilder<MeshItem, _> = MeshBuilder::full(shards, MESH_CHANNEL_BATCHES);
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let mut handles = Vec::with_capacity(shards);
+    let mut stats = Vec::with_capacity(shards);
+    for id in 0..shards {
+        let placement = if config.server.pin_cores { Placement::Fixed(id % cpus) } else { Placement::Unbound };
+        let shard_stats = Arc::new(ShardStats::default());
+        stats.push(Arc::clone(&shard_stats));
+        let (config, identity, mesh, ready) =
+            (Arc::clone(&config), Arc::clone(&identity), mesh.clone(), ready_tx.clone());
+        let builder = LocalExecutorBuilder::new(placement)
+            .name(&format!("shard-{id}"))
+            .io_memory(config.server.io_memory_bytes)
+            .spin_before_park(Duration::from_micros(config.server.spin_before_park_us));
+        let handle = builder
+            .spawn(move || async move {
+                let shard = Rc::new(Shard::new(id, shards, config, identity, shard_stats));
+                run_shard(shard, mesh, ready).await;
+            })
+            .map_err(|e| startup_error(&e.to_string()))?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    for _ in 0..shards {
+        match ready_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                identity.shutdown.store(true, Ordering::Relaxed);
+                return Err(error);
+            }
+            Err(_) => {
+                identity.shutdown.store(true, Ordering::Relaxed);
+                return Err(startup_error("a shard did not start (io_uring setup failed?)"));
+            }
+        }
+    }
+    Ok(Running { identity, stats, handles })
+}
+
+/// `isthmus serve`: start, print the ready line, run until SIGINT/SIGTERM, stop.
+pub fn run(config: Config) -> Result<(), String> {
+    let running = start(config)?;
+    let shutdown = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&shutdown)).map_err(|e| e.to_string())?;
+    }
+    let shards = running.stats.len();
+    tracing::info!(nats = %running.nats_addr(), shards, "isthmus is ready");
+    {
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "ready nats={} shards={shards}", running.nats_addr());
+        let _ = stdout.flush();
+    }
+    while !shutdown.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    tracing::info!("shutting down");
+    running.stop();
+    Ok(())
+}
+
+async fn run_shard(
+    shard: Rc<Shard>,
+    mesh: MeshBuilder<MeshItem, glommio::channels::channel_mesh::Full>,
+    ready: mpsc::Sender<Result<(), String>>,
+) {
+    let listener = match glommio::net::TcpListener::bind(shard.identity.nats_addr) {
+        Ok(listener) => listener,
+        Err(error) => {
+            let _ = ready.send(Err(format!("cannot listen on {}: {error}", shard.identity.nats_addr)));
+            return;
+        }
+    };
+    let mut tasks = Vec::new();
+    if shard.count > 1 {
+        let Ok((senders, mut receivers)) = mesh.join().await else {
+            let _ = ready.send(Err("shard mesh could not be joined".into()));
+            return;
+        };
+        let senders = Rc::new(senders);
+        for (peer, receiver) in receivers.streams() {
+            let shard = Rc::clone(&shard);
+            tasks.push(glommio::spawn_local(async move {
+                use futures_lite::StreamExt;
+                let mut receiver = receiver;
+                while let Some(item) = receiver.next().await {
+                    match item {
+                        MeshItem::Batch(mut ops) => {
+                            shard.receive(peer, &mut ops);
+                            shard.mesh.recycle(peer, ops);
+                        }
+                        MeshItem::Recycle(ops) => shard.mesh.take_home(ops),
+                    }
+                }
+            }));
+        }
+        for peer in (0..shard.count).filter(|p| *p != shard.id) {
+            let (shard, senders) = (Rc::clone(&shard), Rc::clone(&senders));
+            tasks.push(glommio::spawn_local(async move {
+                loop {
+                    let item = shard.mesh.next_item(peer).await;
+                    if let MeshItem::Batch(ops) = &item {
+                        ShardStats::add(&shard.stats.mesh_batches_out, 1);
+                        debug_assert!(!ops.is_empty());
+                    }
+                    if senders.send_to(peer, item).await.is_err() {
+                        return;
+                    }
+                }
+            }));
+        }
+    }
+    let pinger = {
+        let shard = Rc::clone(&shard);
+        glommio::spawn_local(async move {
+            let interval = Duration::from_millis(shard.config.nats.ping_interval_ms);
+            loop {
+                glommio::timer::sleep(interval).await;
+                shard.ping_tick();
+            }
+        })
+    };
+    let _ = ready.send(Ok(()));
+    accept::accept_nats(Rc::clone(&shard), listener).await;
+    // Shutdown: stop accepting (the listener is dropped), let writers flush, then end.
+    shard.close_all();
+    for _ in 0..100 {
+        if shard.connection_count() == 0 {
+            break;
+        }
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    drop(pinger);
+    drop(tasks);
+}
+
+/// Resolves port 0 to a free port and checks that nobody else listens on the address. Shards
+/// bind with SO_REUSEPORT, which would silently share a port with another process of the same
+/// user, so the check binds once without it.
+fn reserve_port(addr: SocketAddr) -> Result<SocketAddr, String> {
+    let probe = StdListener::bind(addr).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!("cannot listen on {addr}: address already in use"),
+        _ => format!("cannot listen on {addr}: {e}"),
+    })?;
+    probe.local_addr().map_err(|e| e.to_string())
+}
+
+fn check_memlock(config: &Config, shards: usize) {
+    // glommio registers io_memory with three rings per executor (DECISIONS.md §5).
+    let needed = config.server.io_memory_bytes as u64 * 3 * shards as u64;
+    if let Some(limit) = memlock_limit() {
+        if limit < needed {
+            tracing::warn!(
+                limit,
+                needed,
+                "RLIMIT_MEMLOCK is below what io_uring buffer registration needs; glommio falls back \
+                 to unregistered buffers (sockets unaffected). Raise it with LimitMEMLOCK= or lower \
+                 server.io_memory_bytes"
+            );
+        }
+    }
+}
+
+fn memlock_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max locked memory"))?;
+    let soft = line.split_whitespace().nth(3)?;
+    soft.parse().ok()
+}
+
+fn startup_error(detail: &str) -> String {
+    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").unwrap_or_default();
+    let mut text = format!("cannot start shard executors: {detail}");
+    if disabled.trim() != "0" && !disabled.is_empty() {
+        text.push_str(&format!(
+            " (kernel.io_uring_disabled = {}; set it to 0, see tuning/README.md)",
+            disabled.trim()
+        ));
+    }
+    text
+}
+
+fn server_id() -> String {
+    // nats-server ids are 56 characters of base32; clients only display them.
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut id = String::from("N");
+    for _ in 0..55 {
+        id.push(ALPHABET[fastrand::usize(..ALPHABET.len())] as char);
+    }
+    id
+}

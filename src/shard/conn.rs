@@ -1,0 +1,127 @@
+//! The only socket code: one reader task and one writer task per connection.
+//!
+//! The reader reads a burst, decodes and applies every complete op in it, then stages the
+//! burst's cross-shard batches and waits if the mesh is backed up (that pause is the TCP
+//! back-pressure on the publisher). The writer sleeps until its connection has output, swaps
+//! the output buffer with its spare one and writes it in one call, so however many messages a
+//! tick delivers to a connection, they leave in one write.
+
+use super::nats::{self, Next};
+use super::Shard;
+use crate::limits::{OUTBOUND_IDLE_BYTES_MAX, READ_CHUNK_BYTES, READ_SPARE_BYTES_MIN};
+use crate::protocol::nats::codec;
+use bytes::BytesMut;
+use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use glommio::net::TcpStream;
+use std::cell::RefCell;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+/// Serves one accepted NATS connection until it closes.
+pub async fn serve_nats(shard: Rc<Shard>, stream: TcpStream) {
+    // Without TCP_NODELAY small replies wait for delayed ACKs (DECISIONS.md §4: 9 vs 441
+    // TLS handshakes/s); every socket sets it.
+    let _ = stream.set_nodelay(true);
+    let Ok(addr) = stream.peer_addr() else { return };
+    let stream = Rc::new(RefCell::new(stream));
+    let (slot, cid) = shard.open_conn(addr);
+    nats::greet(&shard, slot, cid);
+    glommio::spawn_local(write_loop(Rc::clone(&shard), slot, Half(Rc::clone(&stream)))).detach();
+    read_loop(&shard, slot, Half(stream)).await;
+    shard.task_done(slot);
+}
+
+async fn read_loop(shard: &Shard, slot: u32, mut reader: Half) {
+    let mut buf = BytesMut::new();
+    loop {
+        if buf.capacity() - buf.len() < READ_SPARE_BYTES_MIN {
+            buf.reserve(READ_CHUNK_BYTES);
+        }
+        let start = buf.len();
+        let end = buf.capacity().min(start + READ_CHUNK_BYTES);
+        buf.resize(end, 0);
+        let read = futures_lite::future::or(
+            async { Some(reader.read(&mut buf[start..]).await) },
+            async {
+                shard.closed(slot).await;
+                None
+            },
+        )
+        .await;
+        let n = match read {
+            Some(Ok(n)) if n > 0 => n,
+            _ => return,
+        };
+        buf.truncate(start + n);
+        loop {
+            match codec::decode(&mut buf, &shard.limits) {
+                Ok(Some(op)) => match nats::handle(shard, slot, op) {
+                    Next::Continue => {}
+                    Next::PongAfter(epoch) => {
+                        if epoch > 0 {
+                            shard.mesh.stage_all();
+                            shard.mesh.wait_for_epoch(epoch).await;
+                        }
+                        nats::pong(shard, slot);
+                    }
+                    Next::Close => return,
+                },
+                Ok(None) => break,
+                Err(error) => {
+                    crate::stats::ShardStats::add(&shard.stats.protocol_errors, 1);
+                    shard.close_with_err(slot, error.err_text());
+                    return;
+                }
+            }
+        }
+        shard.mesh.stage_all();
+        shard.mesh.wait_for_room().await;
+        if shard.with_conn(slot, |c| c.closing) {
+            return;
+        }
+    }
+}
+
+async fn write_loop(shard: Rc<Shard>, slot: u32, mut writer: Half) {
+    let mut spare = BytesMut::new();
+    while shard.take_output(slot, &mut spare).await {
+        if writer.write_all(&spare).await.is_err() {
+            shard.close(slot);
+            break;
+        }
+        spare.clear();
+        if spare.capacity() > OUTBOUND_IDLE_BYTES_MAX {
+            // A burst grew this buffer; give the memory back rather than hold it while idle.
+            spare = BytesMut::new();
+        }
+    }
+    let _ = writer.close().await;
+    shard.task_done(slot);
+}
+
+/// One half of a shared stream. glommio's non-buffered stream keeps separate readiness
+/// sources for reading and writing, so one reader and one writer may use it at once; the
+/// `RefCell` is borrowed only inside a poll, never across an await.
+struct Half(Rc<RefCell<TcpStream>>);
+
+impl AsyncRead for Half {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Half {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
+    }
+}

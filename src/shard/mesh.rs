@@ -1,0 +1,209 @@
+//! The only code that crosses cores: what one shard sends another, per-target batches, and
+//! the tasks that move them over glommio's channel mesh.
+//!
+//! A shard appends operations for a target shard to that target's outbox while it handles a
+//! read burst; at the end of the burst the outbox becomes one batch in the target's pending
+//! queue, and one sender task per target moves batches into the bounded mesh channel in FIFO
+//! order. A reader whose targets have more than [`PENDING_BATCHES_MAX`] batches queued stops
+//! reading its socket until they drain (TCP back-pressure), so nothing is dropped. Receivers
+//! never wait on a send, so two shards sending to each other cannot deadlock. Emptied batch
+//! vectors travel back to the shard that allocated them, so steady traffic allocates nothing.
+
+use crate::limits::{MESH_BATCH_OPS_MAX, MESH_BATCH_POOL_MAX};
+use crate::message::Message;
+use bytes::Bytes;
+use smallvec::SmallVec;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::task::{Poll, Waker};
+
+/// Batches that may wait in a shard's local queue for one target before readers pause.
+pub const PENDING_BATCHES_MAX: usize = 2;
+
+/// What one shard tells another.
+#[derive(Debug)]
+pub enum MeshOp {
+    /// Deliver a message to this shard's matching subscriptions.
+    Deliver(Envelope),
+    /// The sender now has `count` subscriptions on (`filter`, `queue`).
+    Interest {
+        /// Subscription filter.
+        filter: Bytes,
+        /// Queue group, empty for plain.
+        queue: Bytes,
+        /// Absolute count on the sending shard.
+        count: u32,
+        /// Sender's interest epoch; echoed back in `InterestAck`.
+        epoch: u64,
+    },
+    /// The receiver has applied every interest update up to `epoch` of the shard it acks.
+    InterestAck {
+        /// Highest epoch applied.
+        epoch: u64,
+    },
+}
+
+/// A message with the delivery duties of the receiving shard.
+#[derive(Debug)]
+pub struct Envelope {
+    /// The message; its `Bytes` are shared with the publisher's shard.
+    pub message: Message,
+    /// Deliver to the receiver's plain subscriptions.
+    pub plain: bool,
+    /// Queue groups for which the receiver must pick one local member.
+    pub queues: SmallVec<[Bytes; 1]>,
+    /// Times this envelope was redirected because its queue member had left.
+    pub hops: u8,
+}
+
+/// What travels in a mesh channel.
+#[derive(Debug)]
+pub enum MeshItem {
+    /// Operations, in order.
+    Batch(Vec<MeshOp>),
+    /// An emptied vector going home for reuse.
+    Recycle(Vec<MeshOp>),
+}
+
+/// A shard's side of the mesh: outboxes, pending queues, epochs and the waiters on them.
+#[derive(Debug)]
+pub struct MeshState {
+    outbox: RefCell<Vec<Vec<MeshOp>>>,
+    pending: RefCell<Vec<VecDeque<MeshItem>>>,
+    sender_wakers: RefCell<Vec<Option<Waker>>>,
+    room_waiters: RefCell<Vec<Waker>>,
+    pool: RefCell<Vec<Vec<MeshOp>>>,
+    epoch_sent: Cell<u64>,
+    epoch_acked: RefCell<Vec<u64>>,
+    epoch_waiters: RefCell<Vec<Waker>>,
+    me: usize,
+}
+
+impl MeshState {
+    /// Mesh state for shard `me` of `shards`.
+    pub fn new(me: usize, shards: usize) -> MeshState {
+        MeshState {
+            outbox: RefCell::new((0..shards).map(|_| Vec::new()).collect()),
+            pending: RefCell::new((0..shards).map(|_| VecDeque::new()).collect()),
+            sender_wakers: RefCell::new(vec![None; shards]),
+            room_waiters: RefCell::new(Vec::new()),
+            pool: RefCell::new(Vec::new()),
+            epoch_sent: Cell::new(0),
+            epoch_acked: RefCell::new(vec![0; shards]),
+            epoch_waiters: RefCell::new(Vec::new()),
+            me,
+        }
+    }
+
+    /// Appends an operation for `target`; a full outbox is staged at once.
+    pub fn push(&self, target: usize, op: MeshOp) {
+        debug_assert_ne!(target, self.me);
+        let full = {
+            let mut outbox = self.outbox.borrow_mut();
+            let ops = &mut outbox[target];
+            if ops.capacity() == 0 {
+                *ops = self.pool.borrow_mut().pop().unwrap_or_else(|| Vec::with_capacity(64));
+            }
+            ops.push(op);
+            ops.len() >= MESH_BATCH_OPS_MAX
+        };
+        if full {
+            self.stage(target);
+        }
+    }
+
+    /// Starts a new interest epoch and returns it.
+    pub fn next_epoch(&self) -> u64 {
+        let epoch = self.epoch_sent.get() + 1;
+        self.epoch_sent.set(epoch);
+        epoch
+    }
+
+    /// Turns every non-empty outbox into a pending batch.
+    pub fn stage_all(&self) {
+        let shards = self.outbox.borrow().len();
+        for target in 0..shards {
+            if !self.outbox.borrow()[target].is_empty() {
+                self.stage(target);
+            }
+        }
+    }
+
+    fn stage(&self, target: usize) {
+        let batch = std::mem::take(&mut self.outbox.borrow_mut()[target]);
+        self.pending.borrow_mut()[target].push_back(MeshItem::Batch(batch));
+        if let Some(waker) = self.sender_wakers.borrow_mut()[target].take() {
+            waker.wake();
+        }
+    }
+
+    /// Sends an emptied vector back to the shard that allocated it, unless that queue is long.
+    pub fn recycle(&self, origin: usize, mut ops: Vec<MeshOp>) {
+        ops.clear();
+        let mut pending = self.pending.borrow_mut();
+        if pending[origin].len() < PENDING_BATCHES_MAX {
+            pending[origin].push_back(MeshItem::Recycle(ops));
+            if let Some(waker) = self.sender_wakers.borrow_mut()[origin].take() {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Keeps a vector that came home.
+    pub fn take_home(&self, ops: Vec<MeshOp>) {
+        let mut pool = self.pool.borrow_mut();
+        if pool.len() < MESH_BATCH_POOL_MAX {
+            pool.push(ops);
+        }
+    }
+
+    /// Waits until every target's pending queue is short enough to accept more.
+    pub async fn wait_for_room(&self) {
+        poll_fn(|cx| {
+            if self.pending.borrow().iter().all(|q| q.len() <= PENDING_BATCHES_MAX) {
+                return Poll::Ready(());
+            }
+            self.room_waiters.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Waits for the next item to send to `target`.
+    pub async fn next_item(&self, target: usize) -> MeshItem {
+        poll_fn(|cx| {
+            if let Some(item) = self.pending.borrow_mut()[target].pop_front() {
+                for waker in self.room_waiters.borrow_mut().drain(..) {
+                    waker.wake();
+                }
+                return Poll::Ready(item);
+            }
+            self.sender_wakers.borrow_mut()[target] = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Records an acknowledgement from `peer`.
+    pub fn acked(&self, peer: usize, epoch: u64) {
+        let mut acked = self.epoch_acked.borrow_mut();
+        acked[peer] = acked[peer].max(epoch);
+        for waker in self.epoch_waiters.borrow_mut().drain(..) {
+            waker.wake();
+        }
+    }
+
+    /// Waits until every other shard has applied this shard's interest updates up to `epoch`.
+    pub async fn wait_for_epoch(&self, epoch: u64) {
+        poll_fn(|cx| {
+            let acked = self.epoch_acked.borrow();
+            if acked.iter().enumerate().all(|(peer, a)| peer == self.me || *a >= epoch) {
+                return Poll::Ready(());
+            }
+            self.epoch_waiters.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}

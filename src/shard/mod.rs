@@ -1,0 +1,573 @@
+//! A shard: everything one core owns, and the routing and fan-out it does.
+//!
+//! A `Shard` is `!Send` and lives on one glommio executor. It owns its connections' slots
+//! (outbound buffers, protocol state), its local subscriptions and their trie, its copy of the
+//! interest map and its side of the mesh. Only [`Config`], [`Identity`] and [`ShardStats`] are
+//! shared with other threads, all behind `Arc` and read-only or atomic.
+
+pub mod accept;
+pub mod conn;
+pub mod mesh;
+pub mod nats;
+
+use crate::config::Config;
+use crate::message::Message;
+use crate::protocol::nats::codec::{self, Limits};
+use crate::router::interest::InterestMap;
+use crate::router::local::{LocalRouter, Subscription};
+use crate::stats::ShardStats;
+use ahash::AHashMap;
+use bytes::{Bytes, BytesMut};
+use mesh::{Envelope, MeshOp, MeshState};
+use slab::Slab;
+use smallvec::SmallVec;
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+
+/// Process-wide identity, built once before the shards start.
+#[derive(Debug)]
+pub struct Identity {
+    /// INFO server_id: unique per process start.
+    pub server_id: String,
+    /// INFO server_name.
+    pub name: String,
+    /// The NATS listen address actually bound.
+    pub nats_addr: SocketAddr,
+    /// Set when the process is asked to stop.
+    pub shutdown: AtomicBool,
+}
+
+/// The protocol options of a NATS connection (from CONNECT).
+#[derive(Clone, Copy, Debug)]
+pub struct NatsFlags {
+    /// +OK after each op.
+    pub verbose: bool,
+    /// Strict publish subject checks.
+    pub pedantic: bool,
+    /// Receive own publishes.
+    pub echo: bool,
+    /// Understands HMSG.
+    pub headers: bool,
+    /// Wants 503 status messages.
+    pub no_responders: bool,
+}
+
+/// A connection slot: the per-connection state the shard reaches from any task.
+#[derive(Debug)]
+pub struct Conn {
+    /// Connection id; `cid % shards` is this shard.
+    pub cid: u64,
+    /// Peer address.
+    pub addr: SocketAddr,
+    /// Output not yet handed to the writer.
+    pub out: BytesMut,
+    /// Bytes the writer is writing now (counted against max_pending).
+    pub writing: usize,
+    writer: Option<Waker>,
+    writer_woken: bool,
+    reader: Option<Waker>,
+    /// Set once the connection is going away; no more output is queued.
+    pub closing: bool,
+    tasks_alive: u8,
+    /// CONNECT options.
+    pub flags: NatsFlags,
+    /// sid -> subscription id.
+    pub sids: AHashMap<Bytes, u32>,
+    /// Unanswered server PINGs.
+    pub pings_out: u32,
+    /// Data arrived since the last ping tick.
+    pub active: bool,
+    /// Interest epoch the next PONG must wait for.
+    pub required_epoch: u64,
+    /// Messages in `out` (dropped and counted if the connection turns out slow).
+    pub queued_msgs: u64,
+}
+
+/// Everything one core owns.
+pub struct Shard {
+    /// This shard's index.
+    pub id: usize,
+    /// Number of shards.
+    pub count: usize,
+    /// Configuration, shared read-only.
+    pub config: Arc<Config>,
+    /// Process identity, shared.
+    pub identity: Arc<Identity>,
+    /// Counters, written here and read anywhere.
+    pub stats: Arc<ShardStats>,
+    /// Codec limits from the config.
+    pub limits: Limits,
+    conns: RefCell<Slab<Conn>>,
+    router: RefCell<LocalRouter>,
+    interest: RefCell<InterestMap>,
+    /// The shard's side of the mesh.
+    pub mesh: MeshState,
+    next_seq: Cell<u64>,
+    round_robin: Cell<u32>,
+    expired: RefCell<Vec<u32>>,
+}
+
+impl Shard {
+    /// A shard with no connections.
+    pub fn new(id: usize, count: usize, config: Arc<Config>, identity: Arc<Identity>, stats: Arc<ShardStats>) -> Shard {
+        let limits = Limits { max_payload: config.nats.max_payload, max_control_line: config.nats.max_control_line };
+        Shard {
+            id,
+            count,
+            config,
+            identity,
+            stats,
+            limits,
+            conns: RefCell::new(Slab::new()),
+            router: RefCell::new(LocalRouter::default()),
+            interest: RefCell::new(InterestMap::new(count)),
+            mesh: MeshState::new(id, count),
+            next_seq: Cell::new(1),
+            round_robin: Cell::new(0),
+            expired: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Opens a slot for a new connection; returns (slot, cid).
+    pub fn open_conn(&self, addr: SocketAddr) -> (u32, u64) {
+        let seq = self.next_seq.get();
+        self.next_seq.set(seq + 1);
+        let cid = seq * self.count as u64 + self.id as u64;
+        let conn = Conn {
+            cid,
+            addr,
+            out: BytesMut::new(),
+            writing: 0,
+            writer: None,
+            writer_woken: false,
+            reader: None,
+            closing: false,
+            tasks_alive: 2,
+            flags: NatsFlags { verbose: false, pedantic: false, echo: true, headers: false, no_responders: false },
+            sids: AHashMap::new(),
+            pings_out: 0,
+            active: true,
+            required_epoch: 0,
+            queued_msgs: 0,
+        };
+        let slot = u32::try_from(self.conns.borrow_mut().insert(conn)).expect("fewer than 2^32 connections");
+        ShardStats::add(&self.stats.connections, 1);
+        ShardStats::add(&self.stats.total_connections, 1);
+        (slot, cid)
+    }
+
+    /// Runs `f` on a connection slot.
+    pub fn with_conn<R>(&self, slot: u32, f: impl FnOnce(&mut Conn) -> R) -> R {
+        f(&mut self.conns.borrow_mut()[slot as usize])
+    }
+
+    /// Appends protocol output to a connection and wakes its writer.
+    pub fn send(&self, slot: u32, f: impl FnOnce(&mut BytesMut)) {
+        let mut conns = self.conns.borrow_mut();
+        let conn = &mut conns[slot as usize];
+        if conn.closing {
+            return;
+        }
+        f(&mut conn.out);
+        self.after_append(conn);
+    }
+
+    /// Queues `-ERR '<text>'` and closes the connection once it is written.
+    pub fn close_with_err(&self, slot: u32, text: &str) {
+        self.send(slot, |out| codec::encode_err(out, text));
+        self.close(slot);
+    }
+
+    /// Marks a connection as closing: the writer flushes what is queued and ends, the reader
+    /// stops at its next wake-up.
+    pub fn close(&self, slot: u32) {
+        let mut conns = self.conns.borrow_mut();
+        let conn = &mut conns[slot as usize];
+        conn.closing = true;
+        wake(&mut conn.writer);
+        conn.writer_woken = true;
+        wake(&mut conn.reader);
+    }
+
+    /// Called by each of a connection's two tasks when it ends; the last one frees the slot
+    /// and removes the connection's subscriptions.
+    pub fn task_done(&self, slot: u32) {
+        let sub_ids: SmallVec<[u32; 8]> = {
+            let mut conns = self.conns.borrow_mut();
+            let conn = &mut conns[slot as usize];
+            conn.closing = true;
+            conn.tasks_alive -= 1;
+            if conn.tasks_alive > 0 {
+                wake(&mut conn.writer);
+                wake(&mut conn.reader);
+                return;
+            }
+            conn.sids.values().copied().collect()
+        };
+        for id in sub_ids {
+            self.unsubscribe(id);
+        }
+        self.conns.borrow_mut().remove(slot as usize);
+        ShardStats::sub(&self.stats.connections, 1);
+    }
+
+    /// Resolves when the connection is closing; used to cancel a pending read.
+    pub async fn closed(&self, slot: u32) {
+        poll_fn(|cx| {
+            let mut conns = self.conns.borrow_mut();
+            let conn = &mut conns[slot as usize];
+            if conn.closing {
+                return Poll::Ready(());
+            }
+            set_waker(&mut conn.reader, cx.waker());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Waits for output, then swaps it into `spare`. Returns false when the connection is
+    /// closing and nothing is left to write.
+    pub async fn take_output(&self, slot: u32, spare: &mut BytesMut) -> bool {
+        poll_fn(|cx| {
+            let mut conns = self.conns.borrow_mut();
+            let conn = &mut conns[slot as usize];
+            if !conn.out.is_empty() {
+                std::mem::swap(&mut conn.out, spare);
+                conn.writing = spare.len();
+                conn.queued_msgs = 0;
+                conn.writer_woken = false;
+                return Poll::Ready(true);
+            }
+            if conn.closing {
+                return Poll::Ready(false);
+            }
+            conn.writing = 0;
+            conn.writer_woken = false;
+            set_waker(&mut conn.writer, cx.waker());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Adds a subscription for a local connection and propagates the interest.
+    /// Returns the subscription id.
+    pub fn subscribe(&self, slot: u32, sid: Bytes, subject: Bytes, queue: Bytes) -> u32 {
+        let id = self.router.borrow_mut().subscribe(Subscription {
+            conn: slot,
+            sid: sid.clone(),
+            subject: subject.clone(),
+            queue: queue.clone(),
+            max: None,
+            delivered: 0,
+        });
+        let previous = self.with_conn(slot, |c| c.sids.insert(sid, id));
+        if let Some(old) = previous {
+            // A reused sid replaces the old subscription, as nats-server does.
+            self.unsubscribe(old);
+        }
+        ShardStats::add(&self.stats.subscriptions, 1);
+        let count = self.router.borrow().count(&subject, &queue);
+        if !queue.is_empty() || count == 1 {
+            let epoch = self.interest_changed(&subject, &queue, count);
+            self.with_conn(slot, |c| c.required_epoch = epoch);
+        }
+        id
+    }
+
+    /// Removes a subscription and propagates the interest change.
+    pub fn unsubscribe(&self, id: u32) {
+        let Some(sub) = self.router.borrow_mut().unsubscribe(id) else { return };
+        ShardStats::sub(&self.stats.subscriptions, 1);
+        if let Some(conn) = self.conns.borrow_mut().get_mut(sub.conn as usize) {
+            if conn.sids.get(&sub.sid) == Some(&id) {
+                conn.sids.remove(&sub.sid);
+            }
+        }
+        let count = self.router.borrow().count(&sub.subject, &sub.queue);
+        if !sub.queue.is_empty() || count == 0 {
+            let epoch = self.interest_changed(&sub.subject, &sub.queue, count);
+            if let Some(conn) = self.conns.borrow_mut().get_mut(sub.conn as usize) {
+                conn.required_epoch = epoch;
+            }
+        }
+    }
+
+    /// Sets the max deliveries of a subscription; ends it at once if already reached.
+    pub fn set_max(&self, id: u32, max: u64) {
+        let done = {
+            let mut router = self.router.borrow_mut();
+            let Some(sub) = router.get_mut(id) else { return };
+            sub.max = Some(max);
+            sub.delivered >= max
+        };
+        if done {
+            self.unsubscribe(id);
+        }
+    }
+
+    fn interest_changed(&self, filter: &Bytes, queue: &Bytes, count: u32) -> u64 {
+        self.interest.borrow_mut().set(self.id, filter, queue, count);
+        if self.count == 1 {
+            return 0;
+        }
+        let epoch = self.mesh.next_epoch();
+        for peer in (0..self.count).filter(|p| *p != self.id) {
+            let op = MeshOp::Interest { filter: filter.clone(), queue: queue.clone(), count, epoch };
+            self.mesh.push(peer, op);
+        }
+        epoch
+    }
+
+    /// Routes a message published by local connection `origin`.
+    pub fn publish(&self, origin: u32, message: &Message) {
+        ShardStats::add(&self.stats.in_msgs, 1);
+        ShardStats::add(&self.stats.in_bytes, message.size() as u64);
+        let interest = self.interest.borrow_mut().matches(&message.subject);
+        if interest.is_empty() {
+            self.no_responders(origin, message);
+            return;
+        }
+        let mut picks: SmallVec<[u8; 4]> = SmallVec::new();
+        let mut targets = interest.plain_mask;
+        for queue in &interest.queues {
+            let shard = queue.pick(fastrand::u32(..));
+            picks.push(shard as u8);
+            targets |= 1 << shard;
+        }
+        while targets != 0 {
+            let target = targets.trailing_zeros() as usize;
+            targets &= targets - 1;
+            let plain = interest.plain_mask & (1 << target) != 0;
+            let queues: SmallVec<[Bytes; 1]> = interest
+                .queues
+                .iter()
+                .zip(&picks)
+                .filter(|(_, pick)| usize::from(**pick) == target)
+                .map(|(queue, _)| queue.name.clone())
+                .collect();
+            if target == self.id {
+                self.deliver(message, plain, &queues, Some(origin), 0);
+            } else {
+                let envelope = Envelope { message: message.clone(), plain, queues, hops: 0 };
+                ShardStats::add(&self.stats.mesh_msgs_out, 1);
+                self.mesh.push(target, MeshOp::Deliver(envelope));
+            }
+        }
+    }
+
+    /// Applies a batch received from shard `from`.
+    pub fn receive(&self, from: usize, ops: &mut Vec<MeshOp>) {
+        for op in ops.drain(..) {
+            match op {
+                MeshOp::Deliver(envelope) => {
+                    self.deliver(&envelope.message, envelope.plain, &envelope.queues, None, envelope.hops)
+                }
+                MeshOp::Interest { filter, queue, count, epoch } => {
+                    self.interest.borrow_mut().set(from, &filter, &queue, count);
+                    self.mesh.push(from, MeshOp::InterestAck { epoch });
+                }
+                MeshOp::InterestAck { epoch } => self.mesh.acked(from, epoch),
+            }
+        }
+        self.mesh.stage_all();
+    }
+
+    /// Delivers to local subscriptions: every plain one if `plain`, and one member of each
+    /// queue group named in `queues`.
+    fn deliver(&self, message: &Message, plain: bool, queues: &[Bytes], origin: Option<u32>, hops: u8) {
+        let matched = self.router.borrow_mut().matches(&message.subject);
+        let no_echo = origin.filter(|slot| !self.with_conn(*slot, |c| c.flags.echo));
+        if plain {
+            for id in &matched.plain {
+                self.deliver_one(*id, message, no_echo);
+            }
+        }
+        for name in queues {
+            let members = matched.queues.iter().find(|(q, _)| q == name).map(|(_, m)| m.as_slice());
+            match members {
+                Some(members) if !members.is_empty() => {
+                    let turn = self.round_robin.get().wrapping_add(1);
+                    self.round_robin.set(turn);
+                    self.deliver_one(members[turn as usize % members.len()], message, no_echo);
+                }
+                _ => self.redirect(message, name, hops),
+            }
+        }
+        let expired: SmallVec<[u32; 4]> = self.expired.borrow_mut().drain(..).collect();
+        for id in expired {
+            self.unsubscribe(id);
+        }
+    }
+
+    /// A queue message arrived for a group whose last local member just left: send it to
+    /// another shard that still has members, once; count it if there is none.
+    fn redirect(&self, message: &Message, queue: &Bytes, hops: u8) {
+        if hops == 0 {
+            let interest = self.interest.borrow_mut().matches(&message.subject);
+            if let Some(group) = interest.queues.iter().find(|q| q.name == queue) {
+                let others = group.total - group.counts[self.id];
+                if others > 0 {
+                    let mut ticket = fastrand::u32(..others);
+                    for (shard, count) in group.counts.iter().enumerate() {
+                        if shard == self.id {
+                            continue;
+                        }
+                        if ticket < *count {
+                            let mut queues = SmallVec::new();
+                            queues.push(queue.clone());
+                            let envelope = Envelope { message: message.clone(), plain: false, queues, hops: 1 };
+                            self.mesh.push(shard, MeshOp::Deliver(envelope));
+                            return;
+                        }
+                        ticket -= count;
+                    }
+                }
+            }
+        }
+        ShardStats::add(&self.stats.dropped_no_queue_member, 1);
+    }
+
+    fn deliver_one(&self, id: u32, message: &Message, no_echo: Option<u32>) {
+        let mut router = self.router.borrow_mut();
+        let Some(sub) = router.get_mut(id) else { return };
+        if no_echo == Some(sub.conn) {
+            return;
+        }
+        if sub.max.is_some_and(|max| sub.delivered >= max) {
+            return;
+        }
+        let mut conns = self.conns.borrow_mut();
+        let conn = &mut conns[sub.conn as usize];
+        if conn.closing {
+            return;
+        }
+        codec::encode_msg(&mut conn.out, message, &sub.sid, conn.flags.headers);
+        sub.delivered += 1;
+        conn.queued_msgs += 1;
+        if sub.max.is_some_and(|max| sub.delivered >= max) {
+            self.expired.borrow_mut().push(id);
+        }
+        ShardStats::add(&self.stats.out_msgs, 1);
+        ShardStats::add(&self.stats.out_bytes, message.size() as u64);
+        self.after_append(conn);
+    }
+
+    /// After output was appended: enforce max_pending, then wake the writer once per tick.
+    fn after_append(&self, conn: &mut Conn) {
+        if (conn.out.len() + conn.writing) as u64 > self.config.nats.max_pending {
+            // Slow consumer: what could not be sent is dropped and counted, the client is told
+            // why and closed. Other connections are untouched.
+            ShardStats::add(&self.stats.slow_consumers, 1);
+            ShardStats::add(&self.stats.dropped_slow_consumer, conn.queued_msgs);
+            conn.queued_msgs = 0;
+            conn.out.clear();
+            codec::encode_err(&mut conn.out, "Slow Consumer");
+            conn.closing = true;
+            wake(&mut conn.reader);
+        }
+        if !conn.writer_woken {
+            conn.writer_woken = true;
+            wake(&mut conn.writer);
+        }
+    }
+
+    /// Sends a 503 status to the requester if it asked for no-responder notices.
+    fn no_responders(&self, origin: u32, message: &Message) {
+        if message.reply.is_empty() || !self.with_conn(origin, |c| c.flags.no_responders) {
+            return;
+        }
+        let status = Message {
+            subject: message.reply.clone(),
+            reply: Bytes::new(),
+            headers: Bytes::from_static(codec::NO_RESPONDERS_HEADERS),
+            payload: Bytes::new(),
+        };
+        let matched = self.router.borrow_mut().matches(&status.subject);
+        let own: SmallVec<[u32; 2]> = {
+            let mut router = self.router.borrow_mut();
+            matched.plain.iter().copied().filter(|id| router.get_mut(*id).is_some_and(|s| s.conn == origin)).collect()
+        };
+        for id in own {
+            self.deliver_one(id, &status, None);
+        }
+        let expired: SmallVec<[u32; 4]> = self.expired.borrow_mut().drain(..).collect();
+        for id in expired {
+            self.unsubscribe(id);
+        }
+    }
+
+    /// One ping tick: PING idle connections, close those with `ping_max` unanswered PINGs.
+    pub fn ping_tick(&self) {
+        let ping_max = self.config.nats.ping_max;
+        let mut stale: SmallVec<[u32; 4]> = SmallVec::new();
+        let mut conns = self.conns.borrow_mut();
+        for (slot, conn) in conns.iter_mut() {
+            if conn.closing {
+                continue;
+            }
+            if conn.active {
+                conn.active = false;
+                continue;
+            }
+            if conn.pings_out >= ping_max {
+                stale.push(slot as u32);
+                continue;
+            }
+            conn.pings_out += 1;
+            conn.out.extend_from_slice(b"PING\r\n");
+            self.after_append(conn);
+        }
+        drop(conns);
+        for slot in stale {
+            ShardStats::add(&self.stats.stale_connections, 1);
+            self.close_with_err(slot, "Stale Connection");
+        }
+    }
+
+    /// Closes every connection (shutdown): queued output is still written.
+    pub fn close_all(&self) {
+        let slots: Vec<u32> = self.conns.borrow().iter().map(|(slot, _)| slot as u32).collect();
+        for slot in slots {
+            self.close(slot);
+        }
+    }
+
+    /// Open connections on this shard.
+    pub fn connection_count(&self) -> usize {
+        self.conns.borrow().len()
+    }
+
+    /// (local subscriptions, local cache hits, local cache misses).
+    pub fn router_stats(&self) -> (usize, u64, u64) {
+        let router = self.router.borrow();
+        let (hits, misses) = router.cache_stats();
+        (router.len(), hits, misses)
+    }
+
+    /// True once shutdown was requested.
+    pub fn shutting_down(&self) -> bool {
+        self.identity.shutdown.load(Ordering::Relaxed)
+    }
+}
+
+fn wake(slot: &mut Option<Waker>) {
+    if let Some(waker) = slot.take() {
+        waker.wake();
+    }
+}
+
+fn set_waker(slot: &mut Option<Waker>, waker: &Waker) {
+    match slot {
+        Some(existing) if existing.will_wake(waker) => {}
+        _ => *slot = Some(waker.clone()),
+    }
+}
+
+/// Keeps the compiler honest about `Rc<Shard>` staying on one thread.
+#[allow(dead_code)]
+fn assert_not_send(_: Rc<Shard>) {}

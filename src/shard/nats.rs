@@ -1,0 +1,108 @@
+//! The NATS side of a connection: applies decoded client ops to the shard, answering as
+//! nats-server does (PROTOCOLS.md §2.3: which errors close and which do not).
+
+use super::{NatsFlags, Shard};
+use crate::protocol::nats::codec::{self, ClientOp};
+use crate::protocol::nats::connect::{ConnectOptions, Info};
+use crate::protocol::subject;
+use bytes::BufMut;
+
+/// What the connection loop must do after an op.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Go on with the next op.
+    Continue,
+    /// Answer PONG once other shards applied interest up to this epoch.
+    PongAfter(u64),
+    /// The connection is closing.
+    Close,
+}
+
+/// Queues the INFO greeting.
+pub fn greet(shard: &Shard, slot: u32, cid: u64) {
+    let addr = shard.with_conn(slot, |c| c.addr);
+    let info = Info {
+        server_id: &shard.identity.server_id,
+        server_name: &shard.identity.name,
+        version: env!("CARGO_PKG_VERSION"),
+        proto: 1,
+        go: "isthmus",
+        host: shard.identity.nats_addr.ip().to_string(),
+        port: shard.identity.nats_addr.port(),
+        headers: true,
+        max_payload: shard.config.nats.max_payload,
+        client_id: cid,
+        client_ip: addr.ip().to_string(),
+    };
+    let json = serde_json::to_vec(&info).expect("INFO serialises");
+    shard.send(slot, |out| codec::encode_info(out, &json));
+}
+
+/// Applies one client op.
+pub fn handle(shard: &Shard, slot: u32, op: ClientOp) -> Next {
+    let flags = shard.with_conn(slot, |c| {
+        c.active = true;
+        c.flags
+    });
+    match op {
+        ClientOp::Pub(message) => {
+            if flags.pedantic && !subject::is_valid_literal(&message.subject) {
+                shard.send(slot, |out| codec::encode_err(out, "Invalid Publish Subject"));
+                return Next::Continue;
+            }
+            shard.publish(slot, &message);
+        }
+        ClientOp::Sub { subject, queue, sid } => {
+            if !subject::is_valid_filter(&subject) {
+                shard.send(slot, |out| codec::encode_err(out, "Invalid Subject"));
+                return Next::Continue;
+            }
+            shard.subscribe(slot, sid, subject, queue);
+        }
+        ClientOp::Unsub { sid, max } => {
+            let id = shard.with_conn(slot, |c| c.sids.get(&sid).copied());
+            match (id, max) {
+                (Some(id), Some(max)) if max > 0 => shard.set_max(id, max),
+                (Some(id), _) => shard.unsubscribe(id),
+                (None, _) => {}
+            }
+        }
+        ClientOp::Ping => {
+            let epoch = shard.with_conn(slot, |c| c.required_epoch);
+            return Next::PongAfter(epoch);
+        }
+        ClientOp::Pong => {
+            shard.with_conn(slot, |c| c.pings_out = 0);
+            return Next::Continue;
+        }
+        ClientOp::Connect(json) => match ConnectOptions::parse(&json) {
+            Ok(options) => {
+                let flags = NatsFlags {
+                    verbose: options.verbose,
+                    pedantic: options.pedantic,
+                    echo: options.echo,
+                    headers: options.headers,
+                    no_responders: options.no_responders,
+                };
+                shard.with_conn(slot, |c| c.flags = flags);
+                if flags.verbose {
+                    shard.send(slot, |out| out.put_slice(b"+OK\r\n"));
+                }
+                return Next::Continue;
+            }
+            Err(error) => {
+                shard.close_with_err(slot, error.err_text());
+                return Next::Close;
+            }
+        },
+    }
+    if flags.verbose {
+        shard.send(slot, |out| out.put_slice(b"+OK\r\n"));
+    }
+    Next::Continue
+}
+
+/// Queues PONG.
+pub fn pong(shard: &Shard, slot: u32) {
+    shard.send(slot, |out| out.put_slice(b"PONG\r\n"));
+}
