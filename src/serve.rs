@@ -65,7 +65,8 @@ pub fn start(config: Config) -> Result<Running, String> {
     let mut handles = Vec::with_capacity(shards);
     let mut stats = Vec::with_capacity(shards);
     for id in 0..shards {
-        let placement = if config.server.pin_cores { Placement::Fixed(id % cpus) } else { Placement::Unbound };
+        let placement =
+            if config.server.pin_cores { Placement::Fixed(id % cpus) } else { Placement::Unbound };
         let shard_stats = Arc::new(ShardStats::default());
         stats.push(Arc::clone(&shard_stats));
         let (config, identity, mesh, ready) =
@@ -129,7 +130,8 @@ async fn run_shard(
     let listener = match glommio::net::TcpListener::bind(shard.identity.nats_addr) {
         Ok(listener) => listener,
         Err(error) => {
-            let _ = ready.send(Err(format!("cannot listen on {}: {error}", shard.identity.nats_addr)));
+            let _ =
+                ready.send(Err(format!("cannot listen on {}: {error}", shard.identity.nats_addr)));
             return;
         }
     };
@@ -231,7 +233,8 @@ fn memlock_limit() -> Option<u64> {
 }
 
 fn startup_error(detail: &str) -> String {
-    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").unwrap_or_default();
+    let disabled =
+        std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").unwrap_or_default();
     let mut text = format!("cannot start shard executors: {detail}");
     if disabled.trim() != "0" && !disabled.is_empty() {
         text.push_str(&format!(

@@ -27,7 +27,12 @@ impl<R> Default for MatchCache<R> {
 
 impl<R> MatchCache<R> {
     /// The cached result for `subject` at `generation`, or the one `compute` builds.
-    pub fn get_or_insert(&mut self, generation: u64, subject: &[u8], compute: impl FnOnce() -> R) -> Rc<R> {
+    pub fn get_or_insert(
+        &mut self,
+        generation: u64,
+        subject: &[u8],
+        compute: impl FnOnce() -> R,
+    ) -> Rc<R> {
         if generation != self.generation {
             self.entries.clear();
             self.generation = generation;

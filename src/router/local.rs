@@ -45,7 +45,8 @@ impl LocalRouter {
     /// Adds a subscription and returns its id.
     pub fn subscribe(&mut self, subscription: Subscription) -> u32 {
         let subject = subscription.subject.clone();
-        let id = u32::try_from(self.subscriptions.insert(subscription)).expect("fewer than 2^32 subscriptions");
+        let id = u32::try_from(self.subscriptions.insert(subscription))
+            .expect("fewer than 2^32 subscriptions");
         self.trie.values_mut(&subject).push(id);
         id
     }
@@ -96,7 +97,8 @@ impl LocalRouter {
                 let queue = &subscriptions[*id as usize].queue;
                 if queue.is_empty() {
                     found.plain.push(*id);
-                } else if let Some((_, members)) = found.queues.iter_mut().find(|(q, _)| q == queue) {
+                } else if let Some((_, members)) = found.queues.iter_mut().find(|(q, _)| q == queue)
+                {
                     members.push(*id);
                 } else {
                     found.queues.push((queue.clone(), vec![*id]));
@@ -112,7 +114,14 @@ mod tests {
     use super::*;
 
     fn sub(conn: u32, subject: &'static str, queue: &'static str) -> Subscription {
-        Subscription { conn, sid: "1".into(), subject: subject.into(), queue: queue.into(), max: None, delivered: 0 }
+        Subscription {
+            conn,
+            sid: "1".into(),
+            subject: subject.into(),
+            queue: queue.into(),
+            max: None,
+            delivered: 0,
+        }
     }
 
     #[test]

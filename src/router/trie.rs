@@ -32,7 +32,10 @@ impl<V> Default for Node<V> {
 
 impl<V> Node<V> {
     fn is_empty(&self) -> bool {
-        self.values.is_empty() && self.literal.is_empty() && self.star.is_none() && self.full.is_none()
+        self.values.is_empty()
+            && self.literal.is_empty()
+            && self.star.is_none()
+            && self.full.is_none()
     }
 }
 
@@ -84,13 +87,15 @@ impl<V> Trie<V> {
     /// Removes the nodes on `filter`'s path that hold nothing any more.
     pub fn prune(&mut self, filter: &[u8]) {
         self.generation += 1;
-        let tokens: SmallVec<[&[u8]; SUBJECT_TOKENS_INLINE]> = filter.split(|&b| b == b'.').collect();
+        let tokens: SmallVec<[&[u8]; SUBJECT_TOKENS_INLINE]> =
+            filter.split(|&b| b == b'.').collect();
         prune_path(&mut self.root, &tokens);
     }
 
     /// Calls `visit` for every value whose filter matches the literal `subject`.
     pub fn for_each_match(&self, subject: &[u8], mut visit: impl FnMut(&V)) {
-        let tokens: SmallVec<[&[u8]; SUBJECT_TOKENS_INLINE]> = subject.split(|&b| b == b'.').collect();
+        let tokens: SmallVec<[&[u8]; SUBJECT_TOKENS_INLINE]> =
+            subject.split(|&b| b == b'.').collect();
         collect(&self.root, &tokens, &mut visit);
     }
 }

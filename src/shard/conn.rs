@@ -42,14 +42,12 @@ async fn read_loop(shard: &Shard, slot: u32, mut reader: Half) {
         let start = buf.len();
         let end = buf.capacity().min(start + READ_CHUNK_BYTES);
         buf.resize(end, 0);
-        let read = futures_lite::future::or(
-            async { Some(reader.read(&mut buf[start..]).await) },
-            async {
+        let read =
+            futures_lite::future::or(async { Some(reader.read(&mut buf[start..]).await) }, async {
                 shard.closed(slot).await;
                 None
-            },
-        )
-        .await;
+            })
+            .await;
         let n = match read {
             Some(Ok(n)) if n > 0 => n,
             _ => return,
@@ -107,13 +105,21 @@ async fn write_loop(shard: Rc<Shard>, slot: u32, mut writer: Half) {
 struct Half(Rc<RefCell<TcpStream>>);
 
 impl AsyncRead for Half {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for Half {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
     }
 

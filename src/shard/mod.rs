@@ -114,8 +114,17 @@ pub struct Shard {
 
 impl Shard {
     /// A shard with no connections.
-    pub fn new(id: usize, count: usize, config: Arc<Config>, identity: Arc<Identity>, stats: Arc<ShardStats>) -> Shard {
-        let limits = Limits { max_payload: config.nats.max_payload, max_control_line: config.nats.max_control_line };
+    pub fn new(
+        id: usize,
+        count: usize,
+        config: Arc<Config>,
+        identity: Arc<Identity>,
+        stats: Arc<ShardStats>,
+    ) -> Shard {
+        let limits = Limits {
+            max_payload: config.nats.max_payload,
+            max_control_line: config.nats.max_control_line,
+        };
         Shard {
             id,
             count,
@@ -148,14 +157,21 @@ impl Shard {
             reader: None,
             closing: false,
             tasks_alive: 2,
-            flags: NatsFlags { verbose: false, pedantic: false, echo: true, headers: false, no_responders: false },
+            flags: NatsFlags {
+                verbose: false,
+                pedantic: false,
+                echo: true,
+                headers: false,
+                no_responders: false,
+            },
             sids: AHashMap::new(),
             pings_out: 0,
             active: true,
             required_epoch: 0,
             queued_msgs: 0,
         };
-        let slot = u32::try_from(self.conns.borrow_mut().insert(conn)).expect("fewer than 2^32 connections");
+        let slot = u32::try_from(self.conns.borrow_mut().insert(conn))
+            .expect("fewer than 2^32 connections");
         ShardStats::add(&self.stats.connections, 1);
         ShardStats::add(&self.stats.total_connections, 1);
         (slot, cid)
@@ -317,7 +333,8 @@ impl Shard {
         }
         let epoch = self.mesh.next_epoch();
         for peer in (0..self.count).filter(|p| *p != self.id) {
-            let op = MeshOp::Interest { filter: filter.clone(), queue: queue.clone(), count, epoch };
+            let op =
+                MeshOp::Interest { filter: filter.clone(), queue: queue.clone(), count, epoch };
             self.mesh.push(peer, op);
         }
         epoch
@@ -364,9 +381,13 @@ impl Shard {
     pub fn receive(&self, from: usize, ops: &mut Vec<MeshOp>) {
         for op in ops.drain(..) {
             match op {
-                MeshOp::Deliver(envelope) => {
-                    self.deliver(&envelope.message, envelope.plain, &envelope.queues, None, envelope.hops)
-                }
+                MeshOp::Deliver(envelope) => self.deliver(
+                    &envelope.message,
+                    envelope.plain,
+                    &envelope.queues,
+                    None,
+                    envelope.hops,
+                ),
                 MeshOp::Interest { filter, queue, count, epoch } => {
                     self.interest.borrow_mut().set(from, &filter, &queue, count);
                     self.mesh.push(from, MeshOp::InterestAck { epoch });
@@ -379,7 +400,14 @@ impl Shard {
 
     /// Delivers to local subscriptions: every plain one if `plain`, and one member of each
     /// queue group named in `queues`.
-    fn deliver(&self, message: &Message, plain: bool, queues: &[Bytes], origin: Option<u32>, hops: u8) {
+    fn deliver(
+        &self,
+        message: &Message,
+        plain: bool,
+        queues: &[Bytes],
+        origin: Option<u32>,
+        hops: u8,
+    ) {
         let matched = self.router.borrow_mut().matches(&message.subject);
         let no_echo = origin.filter(|slot| !self.with_conn(*slot, |c| c.flags.echo));
         if plain {
@@ -420,7 +448,12 @@ impl Shard {
                         if ticket < *count {
                             let mut queues = SmallVec::new();
                             queues.push(queue.clone());
-                            let envelope = Envelope { message: message.clone(), plain: false, queues, hops: 1 };
+                            let envelope = Envelope {
+                                message: message.clone(),
+                                plain: false,
+                                queues,
+                                hops: 1,
+                            };
                             self.mesh.push(shard, MeshOp::Deliver(envelope));
                             return;
                         }
@@ -490,7 +523,12 @@ impl Shard {
         let matched = self.router.borrow_mut().matches(&status.subject);
         let own: SmallVec<[u32; 2]> = {
             let mut router = self.router.borrow_mut();
-            matched.plain.iter().copied().filter(|id| router.get_mut(*id).is_some_and(|s| s.conn == origin)).collect()
+            matched
+                .plain
+                .iter()
+                .copied()
+                .filter(|id| router.get_mut(*id).is_some_and(|s| s.conn == origin))
+                .collect()
         };
         for id in own {
             self.deliver_one(id, &status, None);

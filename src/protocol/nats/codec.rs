@@ -314,7 +314,11 @@ fn parse_size(line: &[u8], span: Span) -> Result<usize, DecodeError> {
 }
 
 /// Splits off a control line plus a `size`-byte body and its `\r\n`, once all of it is there.
-fn take_frame(buf: &mut BytesMut, head_len: usize, size: usize) -> Result<Option<Bytes>, DecodeError> {
+fn take_frame(
+    buf: &mut BytesMut,
+    head_len: usize,
+    size: usize,
+) -> Result<Option<Bytes>, DecodeError> {
     let total = head_len + size + 2;
     if buf.len() < total {
         buf.reserve(total - buf.len());
@@ -350,14 +354,20 @@ mod tests {
         .unwrap();
         assert_eq!(ops.len(), 8);
         let ClientOp::Pub(m) = &ops[0] else { panic!("{:?}", ops[0]) };
-        assert_eq!((&m.subject[..], &m.reply[..], &m.payload[..]), (&b"a.b"[..], &b""[..], &b"hello"[..]));
+        assert_eq!(
+            (&m.subject[..], &m.reply[..], &m.payload[..]),
+            (&b"a.b"[..], &b""[..], &b"hello"[..])
+        );
         let ClientOp::Pub(m) = &ops[1] else { panic!() };
         assert_eq!(&m.reply[..], b"_INBOX.1");
         assert_eq!(
             ops[2],
             ClientOp::Sub { subject: "a.*".into(), queue: "q".into(), sid: "7".into() }
         );
-        assert_eq!(ops[3], ClientOp::Sub { subject: ">".into(), queue: "".into(), sid: "8".into() });
+        assert_eq!(
+            ops[3],
+            ClientOp::Sub { subject: ">".into(), queue: "".into(), sid: "8".into() }
+        );
         assert_eq!(ops[4], ClientOp::Unsub { sid: "7".into(), max: None });
         assert_eq!(ops[5], ClientOp::Unsub { sid: "8".into(), max: Some(10) });
         assert_eq!(ops[6], ClientOp::Ping);
@@ -395,7 +405,9 @@ mod tests {
         assert_eq!(decode(&mut buf, &LIMITS), Err(DecodeError::MaxPayload));
         let mut long = BytesMut::from(&[b'x'; 70][..]);
         assert_eq!(decode(&mut long, &LIMITS), Err(DecodeError::MaxControlLine));
-        let mut long_line = BytesMut::from(&b"SUB aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa 1\r\n"[..]);
+        let mut long_line = BytesMut::from(
+            &b"SUB aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa 1\r\n"[..],
+        );
         assert_eq!(decode(&mut long_line, &LIMITS), Err(DecodeError::MaxControlLine));
     }
 
@@ -412,7 +424,12 @@ mod tests {
             b"PING x\r\n",
             b"CONNECT\r\n",
         ] {
-            assert_eq!(decode_all(bad), Err(DecodeError::UnknownOperation), "{:?}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                decode_all(bad),
+                Err(DecodeError::UnknownOperation),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -427,6 +444,9 @@ mod tests {
         let mut out = BytesMut::new();
         encode_msg(&mut out, &m, b"9", true);
         encode_msg(&mut out, &m, b"9", false);
-        assert_eq!(&out[..], &b"HMSG a.b 9 r 12 14\r\nNATS/1.0\r\n\r\nhi\r\nMSG a.b 9 r 2\r\nhi\r\n"[..]);
+        assert_eq!(
+            &out[..],
+            &b"HMSG a.b 9 r 12 14\r\nNATS/1.0\r\n\r\nhi\r\nMSG a.b 9 r 2\r\nhi\r\n"[..]
+        );
     }
 }
