@@ -11,7 +11,7 @@ use std::path::Path;
 pub const DEFAULT_TOML: &str = include_str!("default_config.toml");
 
 /// The whole configuration.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Process-wide settings.
@@ -76,12 +76,6 @@ impl Default for NatsConfig {
             ping_interval_ms: 120_000,
             ping_max: 2,
         }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config { server: ServerConfig::default(), nats: NatsConfig::default() }
     }
 }
 
