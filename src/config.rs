@@ -52,6 +52,8 @@ pub struct NatsConfig {
     pub ping_interval_ms: u64,
     /// Unanswered PINGs before the connection is stale.
     pub ping_max: u32,
+    /// Longest a single write to a client may block, in milliseconds.
+    pub write_deadline_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +77,7 @@ impl Default for NatsConfig {
             max_pending: 64 * 1024 * 1024,
             ping_interval_ms: 120_000,
             ping_max: 2,
+            write_deadline_ms: 10_000,
         }
     }
 }
@@ -107,6 +110,9 @@ impl Config {
         }
         if self.nats.ping_interval_ms == 0 {
             return Err("nats.ping_interval_ms must be positive".into());
+        }
+        if self.nats.write_deadline_ms == 0 {
+            return Err("nats.write_deadline_ms must be positive".into());
         }
         if self.nats.max_pending < u64::from(self.nats.max_payload) {
             return Err("nats.max_pending must be at least nats.max_payload".into());

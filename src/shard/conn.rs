@@ -24,6 +24,10 @@ pub async fn serve_nats(shard: Rc<Shard>, stream: TcpStream) {
     // Without TCP_NODELAY small replies wait for delayed ACKs (DECISIONS.md §4: 9 vs 441
     // TLS handshakes/s); every socket sets it.
     let _ = stream.set_nodelay(true);
+    let deadline = std::time::Duration::from_millis(shard.config.nats.write_deadline_ms);
+    if stream.set_write_timeout(Some(deadline)).is_err() {
+        return;
+    }
     let Ok(addr) = stream.peer_addr() else { return };
     let stream = Rc::new(RefCell::new(stream));
     let (slot, cid) = shard.open_conn(addr);
