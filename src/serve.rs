@@ -152,6 +152,9 @@ async fn run_shard(
                         MeshItem::Batch(mut ops) => {
                             shard.receive(peer, &mut ops);
                             shard.mesh.recycle(peer, ops);
+                            // Consumers here that fell behind slow this peer's producers down
+                            // through the mesh (its queue to us fills, its readers pause).
+                            shard.wait_for_consumers(crate::shard::conn::STALL_BUDGET).await;
                         }
                         MeshItem::Recycle(ops) => shard.mesh.take_home(ops),
                     }

@@ -29,6 +29,9 @@ pub struct ShardStats {
     pub dropped_slow_consumer: AtomicU64,
     /// Messages sent to this shard for a queue group that had no member left here.
     pub dropped_no_queue_member: AtomicU64,
+    /// Times a producer (a publishing connection or a mesh receiver) waited for consumers
+    /// over 3/4 of max_pending.
+    pub producer_stalls: AtomicU64,
     /// Local subscriptions.
     pub subscriptions: AtomicU64,
     /// Batches sent to other shards.

@@ -19,6 +19,11 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
+/// Longest a producer waits, per read burst or mesh batch, for consumers over the stall mark.
+/// nats-server 2.9 stalls 100 ms to 1 s, newer releases 2-10 ms; a consumer still over the mark
+/// afterwards is pushed past max_pending by the next burst and cut as a slow consumer.
+pub const STALL_BUDGET: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Serves one accepted NATS connection until it closes.
 pub async fn serve_nats(shard: Rc<Shard>, stream: TcpStream) {
     // Without TCP_NODELAY small replies wait for delayed ACKs (DECISIONS.md §4: 9 vs 441
@@ -57,17 +62,15 @@ async fn read_loop(shard: &Shard, slot: u32, mut reader: Half) {
             _ => return,
         };
         buf.truncate(start + n);
+        // PONGs are owed until the burst is done: clients such as nats-py write their flush
+        // PING ahead of a SUB queued before it, and expect the PONG to cover that SUB. So the
+        // PONG waits until every shard applied the interest changes of the whole burst.
+        let mut pongs_owed = 0u32;
         loop {
             match codec::decode(&mut buf, &shard.limits) {
                 Ok(Some(op)) => match nats::handle(shard, slot, op) {
                     Next::Continue => {}
-                    Next::PongAfter(epoch) => {
-                        if epoch > 0 {
-                            shard.mesh.stage_all();
-                            shard.mesh.wait_for_epoch(epoch).await;
-                        }
-                        nats::pong(shard, slot);
-                    }
+                    Next::Pong => pongs_owed += 1,
                     Next::Close => return,
                 },
                 Ok(None) => break,
@@ -79,7 +82,15 @@ async fn read_loop(shard: &Shard, slot: u32, mut reader: Half) {
             }
         }
         shard.mesh.stage_all();
+        if pongs_owed > 0 {
+            let epoch = shard.with_conn(slot, |c| c.required_epoch);
+            shard.mesh.wait_for_epoch(epoch).await;
+            for _ in 0..pongs_owed {
+                nats::pong(shard, slot);
+            }
+        }
         shard.mesh.wait_for_room().await;
+        shard.wait_for_consumers(STALL_BUDGET).await;
         if shard.with_conn(slot, |c| c.closing) {
             return;
         }
@@ -88,10 +99,19 @@ async fn read_loop(shard: &Shard, slot: u32, mut reader: Half) {
 
 async fn write_loop(shard: Rc<Shard>, slot: u32, mut writer: Half) {
     let mut spare = BytesMut::new();
-    while shard.take_output(slot, &mut spare).await {
-        if writer.write_all(&spare).await.is_err() {
-            shard.close(slot);
-            break;
+    'output: while shard.take_output(slot, &mut spare).await {
+        let mut written = 0;
+        while written < spare.len() {
+            match writer.write(&spare[written..]).await {
+                Ok(n) if n > 0 => {
+                    written += n;
+                    shard.wrote(slot, spare.len() - written);
+                }
+                _ => {
+                    shard.close(slot);
+                    break 'output;
+                }
+            }
         }
         spare.clear();
         if spare.capacity() > OUTBOUND_IDLE_BYTES_MAX {

@@ -62,6 +62,8 @@ pub struct NatsFlags {
 pub struct Conn {
     /// Connection id; `cid % shards` is this shard.
     pub cid: u64,
+    /// This connection's slot index on its shard.
+    pub slot: u32,
     /// Peer address.
     pub addr: SocketAddr,
     /// Output not yet handed to the writer.
@@ -86,6 +88,8 @@ pub struct Conn {
     pub required_epoch: u64,
     /// Messages in `out` (dropped and counted if the connection turns out slow).
     pub queued_msgs: u64,
+    /// Pending output is over 3/4 of max_pending: producers wait for it (bounded).
+    pub stalled: bool,
 }
 
 /// Everything one core owns.
@@ -110,6 +114,8 @@ pub struct Shard {
     next_seq: Cell<u64>,
     round_robin: Cell<u32>,
     expired: RefCell<Vec<u32>>,
+    stalled: RefCell<Vec<u32>>,
+    drain_waiters: RefCell<Vec<Waker>>,
 }
 
 impl Shard {
@@ -139,6 +145,8 @@ impl Shard {
             next_seq: Cell::new(1),
             round_robin: Cell::new(0),
             expired: RefCell::new(Vec::new()),
+            stalled: RefCell::new(Vec::new()),
+            drain_waiters: RefCell::new(Vec::new()),
         }
     }
 
@@ -147,8 +155,10 @@ impl Shard {
         let seq = self.next_seq.get();
         self.next_seq.set(seq + 1);
         let cid = seq * self.count as u64 + self.id as u64;
+        let slot = self.conns.borrow().vacant_key() as u32;
         let conn = Conn {
             cid,
+            slot,
             addr,
             out: BytesMut::new(),
             writing: 0,
@@ -169,6 +179,7 @@ impl Shard {
             active: true,
             required_epoch: 0,
             queued_msgs: 0,
+            stalled: false,
         };
         let slot = u32::try_from(self.conns.borrow_mut().insert(conn))
             .expect("fewer than 2^32 connections");
@@ -268,6 +279,46 @@ impl Shard {
             Poll::Pending
         })
         .await
+    }
+
+    /// The writer reports how much of its current buffer is still unwritten. Bytes the kernel
+    /// accepted no longer count against max_pending.
+    pub fn wrote(&self, slot: u32, remaining: usize) {
+        let mut conns = self.conns.borrow_mut();
+        let conn = &mut conns[slot as usize];
+        conn.writing = remaining;
+        if conn.stalled && !self.over_stall_mark(conn) {
+            conn.stalled = false;
+            for waker in self.drain_waiters.borrow_mut().drain(..) {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Waits, at most `budget`, until no consumer this shard delivered to is over the stall
+    /// mark. This is how a fast producer is slowed to what its consumers take (nats-server
+    /// stalls producers the same way), instead of cutting consumers that are merely behind.
+    pub async fn wait_for_consumers(&self, budget: std::time::Duration) {
+        if self.stalled.borrow().is_empty() {
+            return;
+        }
+        let drained = poll_fn(|cx| {
+            let conns = self.conns.borrow();
+            self.stalled
+                .borrow_mut()
+                .retain(|slot| conns.get(*slot as usize).is_some_and(|c| c.stalled && !c.closing));
+            if self.stalled.borrow().is_empty() {
+                return Poll::Ready(());
+            }
+            self.drain_waiters.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
+        });
+        futures_lite::future::or(drained, glommio::timer::sleep(budget)).await;
+        ShardStats::add(&self.stats.producer_stalls, 1);
+    }
+
+    fn over_stall_mark(&self, conn: &Conn) -> bool {
+        (conn.out.len() + conn.writing) as u64 > self.config.nats.max_pending / 4 * 3
     }
 
     /// Adds a subscription for a local connection and propagates the interest.
@@ -502,6 +553,9 @@ impl Shard {
             codec::encode_err(&mut conn.out, "Slow Consumer");
             conn.closing = true;
             wake(&mut conn.reader);
+        } else if !conn.stalled && self.over_stall_mark(conn) {
+            conn.stalled = true;
+            self.stalled.borrow_mut().push(conn.slot);
         }
         if !conn.writer_woken {
             conn.writer_woken = true;

@@ -12,8 +12,9 @@ use bytes::BufMut;
 pub enum Next {
     /// Go on with the next op.
     Continue,
-    /// Answer PONG once other shards applied interest up to this epoch.
-    PongAfter(u64),
+    /// Answer PONG at the end of the read burst, once every shard applied the interest
+    /// changes the connection made.
+    Pong,
     /// The connection is closing.
     Close,
 }
@@ -46,11 +47,20 @@ pub fn handle(shard: &Shard, slot: u32, op: ClientOp) -> Next {
     });
     match op {
         ClientOp::Pub(message) => {
+            if !message.headers.is_empty() && !flags.headers {
+                // nats-server 2.9.10 closes without an -ERR ("message headers not supported").
+                shard.close(slot);
+                return Next::Close;
+            }
             if flags.pedantic && !subject::is_valid_literal(&message.subject) {
+                // nats-server reports it and still routes the message (matched literally).
                 shard.send(slot, |out| codec::encode_err(out, "Invalid Publish Subject"));
-                return Next::Continue;
+            } else if flags.verbose {
+                // +OK goes out before any delivery the publish causes, as in nats-server.
+                shard.send(slot, |out| out.put_slice(b"+OK\r\n"));
             }
             shard.publish(slot, &message);
+            return Next::Continue;
         }
         ClientOp::Sub { subject, queue, sid } => {
             if !subject::is_valid_filter(&subject) {
@@ -67,10 +77,7 @@ pub fn handle(shard: &Shard, slot: u32, op: ClientOp) -> Next {
                 (None, _) => {}
             }
         }
-        ClientOp::Ping => {
-            let epoch = shard.with_conn(slot, |c| c.required_epoch);
-            return Next::PongAfter(epoch);
-        }
+        ClientOp::Ping => return Next::Pong,
         ClientOp::Pong => {
             shard.with_conn(slot, |c| c.pings_out = 0);
             return Next::Continue;

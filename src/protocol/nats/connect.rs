@@ -20,11 +20,19 @@ pub struct ConnectOptions {
     /// Client protocol level: 0 or 1.
     pub protocol: i64,
     /// Client-chosen connection name.
+    #[serde(deserialize_with = "null_as_empty")]
     pub name: String,
     /// Client library language.
+    #[serde(deserialize_with = "null_as_empty")]
     pub lang: String,
     /// Client library version.
+    #[serde(deserialize_with = "null_as_empty")]
     pub version: String,
+}
+
+/// async-nats sends `"name":null`; nats-server (Go) reads null as the empty string.
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 impl Default for ConnectOptions {
@@ -121,6 +129,14 @@ mod tests {
         .unwrap();
         assert!(!options.verbose && !options.echo && options.no_responders);
         assert_eq!(options.lang, "rust");
+    }
+
+    #[test]
+    fn null_fields_read_as_empty() {
+        let json = br#"{"verbose":false,"name":null,"lang":"rust","version":null,"jwt":null,"headers":true}"#;
+        let options = ConnectOptions::parse(json).unwrap();
+        assert_eq!((options.name.as_str(), options.version.as_str()), ("", ""));
+        assert!(options.headers && !options.verbose);
     }
 
     #[test]
