@@ -71,6 +71,10 @@ async fn read_loop(shard: &Shard, slot: u32, mut reader: Half) {
                 Ok(Some(op)) => match nats::handle(shard, slot, op) {
                     Next::Continue => {}
                     Next::Pong => pongs_owed += 1,
+                    Next::Sync(message) => {
+                        shard.sync_peers(slot).await;
+                        shard.publish(slot, &message, true);
+                    }
                     Next::Close => return,
                 },
                 Ok(None) => break,

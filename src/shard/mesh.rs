@@ -37,6 +37,11 @@ pub enum MeshOp {
         /// Sender's interest epoch; echoed back in `InterestAck`.
         epoch: u64,
     },
+    /// Acknowledge with `InterestAck` once everything sent before this was applied.
+    Sync {
+        /// Sender's epoch to acknowledge.
+        epoch: u64,
+    },
     /// The receiver has applied every interest update up to `epoch` of the shard it acks.
     InterestAck {
         /// Highest epoch applied.

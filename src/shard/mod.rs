@@ -29,6 +29,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 
+/// How long after a sync a connection's unrouted publishes are dropped without syncing
+/// again: a publisher to a subject nobody wants pays at most one mesh round trip per period.
+pub const SYNC_COVERS: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Outcome of [`Shard::publish`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Routed {
+    /// Routed (or dropped: nobody wants it).
+    Done,
+    /// Nobody seems to want it; sync with the other shards and publish again.
+    NeedsSync,
+}
+
 /// Process-wide identity, built once before the shards start.
 #[derive(Debug)]
 pub struct Identity {
@@ -88,6 +101,8 @@ pub struct Conn {
     pub required_epoch: u64,
     /// Messages in `out` (dropped and counted if the connection turns out slow).
     pub queued_msgs: u64,
+    /// When this connection last synced with the other shards over an unrouted publish.
+    pub last_sync: Option<std::time::Instant>,
     /// Pending output is over 3/4 of max_pending: producers wait for it (bounded).
     pub stalled: bool,
 }
@@ -179,6 +194,7 @@ impl Shard {
             active: true,
             required_epoch: 0,
             queued_msgs: 0,
+            last_sync: None,
             stalled: false,
         };
         let slot = u32::try_from(self.conns.borrow_mut().insert(conn))
@@ -391,14 +407,23 @@ impl Shard {
         epoch
     }
 
-    /// Routes a message published by local connection `origin`.
-    pub fn publish(&self, origin: u32, message: &Message) {
+    /// Routes a message published by local connection `origin`. Returns `NeedsSync` instead
+    /// of dropping it when no shard has interest and the other shards may not have told us
+    /// yet about a subscription they just took: the caller syncs and publishes again.
+    pub fn publish(&self, origin: u32, message: &Message, synced: bool) -> Routed {
+        let interest = self.interest.borrow_mut().matches(&message.subject);
+        if interest.is_empty() && !synced && self.count > 1 {
+            let recent =
+                self.with_conn(origin, |c| c.last_sync.is_some_and(|t| t.elapsed() < SYNC_COVERS));
+            if !recent {
+                return Routed::NeedsSync;
+            }
+        }
         ShardStats::add(&self.stats.in_msgs, 1);
         ShardStats::add(&self.stats.in_bytes, message.size() as u64);
-        let interest = self.interest.borrow_mut().matches(&message.subject);
         if interest.is_empty() {
             self.no_responders(origin, message);
-            return;
+            return Routed::Done;
         }
         let mut picks: SmallVec<[u8; 4]> = SmallVec::new();
         let mut targets = interest.plain_mask;
@@ -426,6 +451,21 @@ impl Shard {
                 self.mesh.push(target, MeshOp::Deliver(envelope));
             }
         }
+        Routed::Done
+    }
+
+    /// Waits until every other shard has processed everything it read before now, so that
+    /// the interest of any SUB they already handled has reached this shard. Peers handle a
+    /// read burst whole and stage its interest changes before yielding, and answer in FIFO
+    /// order on the same channel, so their answer comes after those changes.
+    pub async fn sync_peers(&self, origin: u32) {
+        let epoch = self.mesh.next_epoch();
+        for peer in (0..self.count).filter(|p| *p != self.id) {
+            self.mesh.push(peer, MeshOp::Sync { epoch });
+        }
+        self.mesh.stage_all();
+        self.mesh.wait_for_epoch(epoch).await;
+        self.with_conn(origin, |c| c.last_sync = Some(std::time::Instant::now()));
     }
 
     /// Applies a batch received from shard `from`.
@@ -443,6 +483,7 @@ impl Shard {
                     self.interest.borrow_mut().set(from, &filter, &queue, count);
                     self.mesh.push(from, MeshOp::InterestAck { epoch });
                 }
+                MeshOp::Sync { epoch } => self.mesh.push(from, MeshOp::InterestAck { epoch }),
                 MeshOp::InterestAck { epoch } => self.mesh.acked(from, epoch),
             }
         }

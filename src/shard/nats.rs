@@ -1,7 +1,8 @@
 //! The NATS side of a connection: applies decoded client ops to the shard, answering as
 //! nats-server does (PROTOCOLS.md §2.3: which errors close and which do not).
 
-use super::{NatsFlags, Shard};
+use super::{NatsFlags, Routed, Shard};
+use crate::message::Message;
 use crate::protocol::nats::codec::{self, ClientOp};
 use crate::protocol::nats::connect::{ConnectOptions, Info};
 use crate::protocol::subject;
@@ -15,6 +16,8 @@ pub enum Next {
     /// Answer PONG at the end of the read burst, once every shard applied the interest
     /// changes the connection made.
     Pong,
+    /// Sync with the other shards, then publish this message again.
+    Sync(Message),
     /// The connection is closing.
     Close,
 }
@@ -59,7 +62,9 @@ pub fn handle(shard: &Shard, slot: u32, op: ClientOp) -> Next {
                 // +OK goes out before any delivery the publish causes, as in nats-server.
                 shard.send(slot, |out| out.put_slice(b"+OK\r\n"));
             }
-            shard.publish(slot, &message);
+            if shard.publish(slot, &message, false) == Routed::NeedsSync {
+                return Next::Sync(message);
+            }
             return Next::Continue;
         }
         ClientOp::Sub { subject, queue, sid } => {
