@@ -50,6 +50,11 @@ impl Running {
 pub fn start(config: Config) -> Result<Running, String> {
     config.validate()?;
     let shards = config.shard_count();
+    let disabled =
+        std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").unwrap_or_default();
+    if disabled.trim() == "2" {
+        return Err(startup_error("io_uring is disabled on this host"));
+    }
     check_memlock(&config, shards);
     let nats_addr = reserve_port(config.nats.listen)?;
     let identity = Arc::new(Identity {
@@ -91,9 +96,19 @@ pub fn start(config: Config) -> Result<Running, String> {
                 identity.shutdown.store(true, Ordering::Relaxed);
                 return Err(error);
             }
-            Err(_) => {
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                // Every shard that could not build its executor (io_uring refused, memlock)
+                // ended before reporting; their join results say why.
                 identity.shutdown.store(true, Ordering::Relaxed);
-                return Err(startup_error("a shard did not start (io_uring setup failed?)"));
+                let reasons: Vec<String> = handles
+                    .into_iter()
+                    .filter_map(|handle| handle.join().err().map(|e| e.to_string()))
+                    .collect();
+                return Err(startup_error(&reasons.join("; ")));
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                identity.shutdown.store(true, Ordering::Relaxed);
+                return Err(startup_error("a shard did not start within 30 s"));
             }
         }
     }
