@@ -62,6 +62,7 @@ pub fn start(config: Config) -> Result<Running, String> {
         name: config.server.name.clone(),
         nats_addr,
         shutdown: Default::default(),
+        interest_issued: (0..shards).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
     });
     let config = Arc::new(config);
     let mesh: MeshBuilder<MeshItem, _> = MeshBuilder::full(shards, MESH_CHANNEL_BATCHES);

@@ -32,6 +32,8 @@ pub struct ShardStats {
     /// Times a producer (a publishing connection or a mesh receiver) waited for consumers
     /// over 3/4 of max_pending.
     pub producer_stalls: AtomicU64,
+    /// Publishes that waited for another shard's in-flight interest change.
+    pub interest_waits: AtomicU64,
     /// Local subscriptions.
     pub subscriptions: AtomicU64,
     /// Batches sent to other shards.

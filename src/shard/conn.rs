@@ -7,7 +7,7 @@
 //! tick delivers to a connection, they leave in one write.
 
 use super::nats::{self, Next};
-use super::Shard;
+use super::{Routed, Shard};
 use crate::limits::{OUTBOUND_IDLE_BYTES_MAX, READ_CHUNK_BYTES, READ_SPARE_BYTES_MIN};
 use crate::protocol::nats::codec;
 use bytes::BytesMut;
@@ -71,8 +71,11 @@ async fn read_loop(shard: &Shard, slot: u32, mut reader: Half) {
                 Ok(Some(op)) => match nats::handle(shard, slot, op) {
                     Next::Continue => {}
                     Next::Pong => pongs_owed += 1,
-                    Next::Sync(message) => {
-                        shard.sync_peers(slot).await;
+                    Next::Wait(wait, message) => {
+                        match wait {
+                            Routed::AwaitSync => shard.sync_peers(slot).await,
+                            _ => shard.wait_for_peer_interest().await,
+                        }
                         shard.publish(slot, &message, true);
                     }
                     Next::Close => return,

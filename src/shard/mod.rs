@@ -38,8 +38,12 @@ pub const SYNC_COVERS: std::time::Duration = std::time::Duration::from_millis(5)
 pub enum Routed {
     /// Routed (or dropped: nobody wants it).
     Done,
-    /// Nobody seems to want it; sync with the other shards and publish again.
-    NeedsSync,
+    /// Another shard changed its interest and the change has not arrived yet: wait for it
+    /// ([`Shard::wait_for_peer_interest`]) and publish again.
+    AwaitInterest,
+    /// Nobody wants it. Before dropping it (or answering 503), sync with the other shards
+    /// ([`Shard::sync_peers`]): one of them may be about to read a SUB it was sent first.
+    AwaitSync,
 }
 
 /// Process-wide identity, built once before the shards start.
@@ -53,6 +57,11 @@ pub struct Identity {
     pub nats_addr: SocketAddr,
     /// Set when the process is asked to stop.
     pub shutdown: AtomicBool,
+    /// Per shard: the epoch of its latest interest change, stored the moment it makes one.
+    /// Other shards compare it with what they have applied before they route a publish, so a
+    /// SUB processed anywhere before a PUB is processed is always seen by that PUB (the order
+    /// guarantee a single nats-server gives), at the cost of one atomic load per peer.
+    pub interest_issued: Vec<std::sync::atomic::AtomicU64>,
 }
 
 /// The protocol options of a NATS connection (from CONNECT).
@@ -131,6 +140,9 @@ pub struct Shard {
     expired: RefCell<Vec<u32>>,
     stalled: RefCell<Vec<u32>>,
     drain_waiters: RefCell<Vec<Waker>>,
+    /// Per peer: the highest interest epoch of that peer applied here.
+    interest_applied: RefCell<Vec<u64>>,
+    interest_waiters: RefCell<Vec<Waker>>,
 }
 
 impl Shard {
@@ -162,6 +174,8 @@ impl Shard {
             expired: RefCell::new(Vec::new()),
             stalled: RefCell::new(Vec::new()),
             drain_waiters: RefCell::new(Vec::new()),
+            interest_applied: RefCell::new(vec![0; count]),
+            interest_waiters: RefCell::new(Vec::new()),
         }
     }
 
@@ -407,16 +421,18 @@ impl Shard {
         epoch
     }
 
-    /// Routes a message published by local connection `origin`. Returns `NeedsSync` instead
-    /// of dropping it when no shard has interest and the other shards may not have told us
-    /// yet about a subscription they just took: the caller syncs and publishes again.
+    /// Routes a message published by local connection `origin`. Unless `synced`, returns
+    /// without routing when it should wait for other shards first (see [`Routed`]).
     pub fn publish(&self, origin: u32, message: &Message, synced: bool) -> Routed {
+        if !synced && self.peer_interest_in_flight() {
+            return Routed::AwaitInterest;
+        }
         let interest = self.interest.borrow_mut().matches(&message.subject);
         if interest.is_empty() && !synced && self.count > 1 {
             let recent =
                 self.with_conn(origin, |c| c.last_sync.is_some_and(|t| t.elapsed() < SYNC_COVERS));
             if !recent {
-                return Routed::NeedsSync;
+                return Routed::AwaitSync;
             }
         }
         ShardStats::add(&self.stats.in_msgs, 1);
@@ -454,10 +470,10 @@ impl Shard {
         Routed::Done
     }
 
-    /// Waits until every other shard has processed everything it read before now, so that
-    /// the interest of any SUB they already handled has reached this shard. Peers handle a
-    /// read burst whole and stage its interest changes before yielding, and answer in FIFO
-    /// order on the same channel, so their answer comes after those changes.
+    /// Waits until every other shard has processed everything queued to it before now and
+    /// its interest changes so far are applied here. Peers handle a read burst whole and
+    /// answer in FIFO order behind the interest changes they staged; the round trip also gives
+    /// a peer whose reactor was asleep the time to read what its clients sent.
     pub async fn sync_peers(&self, origin: u32) {
         let epoch = self.mesh.next_epoch();
         for peer in (0..self.count).filter(|p| *p != self.id) {
@@ -465,7 +481,32 @@ impl Shard {
         }
         self.mesh.stage_all();
         self.mesh.wait_for_epoch(epoch).await;
+        self.wait_for_peer_interest().await;
         self.with_conn(origin, |c| c.last_sync = Some(std::time::Instant::now()));
+    }
+
+    /// True if some other shard has made an interest change that has not been applied here.
+    fn peer_interest_in_flight(&self) -> bool {
+        let applied = self.interest_applied.borrow();
+        self.identity
+            .interest_issued
+            .iter()
+            .enumerate()
+            .any(|(peer, issued)| peer != self.id && issued.load(Ordering::Acquire) > applied[peer])
+    }
+
+    /// Waits until every interest change other shards have made so far is applied here.
+    pub async fn wait_for_peer_interest(&self) {
+        self.mesh.stage_all();
+        poll_fn(|cx| {
+            if !self.peer_interest_in_flight() {
+                return Poll::Ready(());
+            }
+            self.interest_waiters.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        ShardStats::add(&self.stats.interest_waits, 1);
     }
 
     /// Applies a batch received from shard `from`.
@@ -482,6 +523,12 @@ impl Shard {
                 MeshOp::Interest { filter, queue, count, epoch } => {
                     self.interest.borrow_mut().set(from, &filter, &queue, count);
                     self.mesh.push(from, MeshOp::InterestAck { epoch });
+                    let mut applied = self.interest_applied.borrow_mut();
+                    applied[from] = applied[from].max(epoch);
+                    drop(applied);
+                    for waker in self.interest_waiters.borrow_mut().drain(..) {
+                        waker.wake();
+                    }
                 }
                 MeshOp::Sync { epoch } => self.mesh.push(from, MeshOp::InterestAck { epoch }),
                 MeshOp::InterestAck { epoch } => self.mesh.acked(from, epoch),

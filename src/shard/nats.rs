@@ -16,8 +16,8 @@ pub enum Next {
     /// Answer PONG at the end of the read burst, once every shard applied the interest
     /// changes the connection made.
     Pong,
-    /// Sync with the other shards, then publish this message again.
-    Sync(Message),
+    /// Wait for other shards (interest in flight, or a sync round trip), then publish again.
+    Wait(Routed, Message),
     /// The connection is closing.
     Close,
 }
@@ -62,10 +62,10 @@ pub fn handle(shard: &Shard, slot: u32, op: ClientOp) -> Next {
                 // +OK goes out before any delivery the publish causes, as in nats-server.
                 shard.send(slot, |out| out.put_slice(b"+OK\r\n"));
             }
-            if shard.publish(slot, &message, false) == Routed::NeedsSync {
-                return Next::Sync(message);
-            }
-            return Next::Continue;
+            return match shard.publish(slot, &message, false) {
+                Routed::Done => Next::Continue,
+                wait => Next::Wait(wait, message),
+            };
         }
         ClientOp::Sub { subject, queue, sid } => {
             if !subject::is_valid_filter(&subject) {
