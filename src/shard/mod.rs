@@ -24,7 +24,6 @@ use smallvec::SmallVec;
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Poll, Waker};
@@ -747,7 +746,3 @@ fn set_waker(slot: &mut Option<Waker>, waker: &Waker) {
         _ => *slot = Some(waker.clone()),
     }
 }
-
-/// Keeps the compiler honest about `Rc<Shard>` staying on one thread.
-#[allow(dead_code)]
-fn assert_not_send(_: Rc<Shard>) {}
