@@ -1,0 +1,24 @@
+//! Every loadtest scenario runs against Isthmus with small counts, so the harness cannot rot.
+//! Speed is not asserted here: the scenarios themselves fail if a message is missing.
+
+use isthmus::config::Config;
+
+fn broker(shards: usize) -> isthmus::serve::Running {
+    let mut config = Config::default();
+    config.server.shards = shards;
+    config.server.pin_cores = false;
+    config.nats.listen = "127.0.0.1:0".parse().unwrap();
+    isthmus::serve::start(config).unwrap()
+}
+
+#[test]
+fn nats_scenarios_deliver_everything() {
+    let running = broker(2);
+    let addr = running.nats_addr().to_string();
+    let limit = std::time::Duration::from_secs(30);
+    isthmus_loadtest::pubsub(&addr, 20_000, 16, 1, 1, limit).unwrap();
+    isthmus_loadtest::pubsub(&addr, 5_000, 256, 1, 4, limit).unwrap();
+    isthmus_loadtest::pubsub(&addr, 5_000, 16, 4, 1, limit).unwrap();
+    isthmus_loadtest::latency(&addr, 500, 5_000, 16).unwrap();
+    running.stop();
+}
