@@ -2,7 +2,13 @@
 //! properties, not only the absence of panics.
 
 use crate::protocol::nats::codec::{self, ClientOp, Limits};
+use crate::protocol::subject::{
+    is_reserved_subject, is_valid_filter, is_valid_literal, mqtt_filter_to_subject,
+    mqtt_topic_to_subject, subject_to_mqtt_topic,
+};
+use crate::router::trie::Trie;
 use bytes::BytesMut;
+use std::borrow::Cow;
 
 const LIMITS: Limits = Limits { max_payload: 4096, max_control_line: 256 };
 
@@ -39,4 +45,89 @@ pub fn decode_stream(pieces: &[&[u8]]) -> (Vec<ClientOp>, Option<codec::DecodeEr
         }
     }
     (ops, None)
+}
+
+/// Reads `data` as an MQTT topic, an MQTT filter and a NATS subject, and checks: a translated
+/// topic is a NATS literal that translates back to the same bytes (borrowed only if unchanged);
+/// a translated filter is a NATS filter with a valid parent; a subject with an MQTT form
+/// round-trips the other way. Then splits `data` at the first `\0` into a filter and a topic
+/// and checks that MQTT matching (reference matcher below) agrees with the router's trie.
+pub fn mqtt_subject(data: &[u8]) {
+    if let Ok(subject) = mqtt_topic_to_subject(data) {
+        assert!(is_valid_literal(&subject), "topic {data:?} gave {subject:?}");
+        if let Cow::Borrowed(borrowed) = &subject {
+            assert_eq!(*borrowed, data, "a borrowed subject is the input");
+        }
+        let topic = subject_to_mqtt_topic(&subject).expect("a translated topic has an MQTT form");
+        assert_eq!(topic.as_ref(), data, "topic round trip through {subject:?}");
+    }
+    if let Ok(filter) = mqtt_filter_to_subject(data) {
+        assert!(is_valid_filter(&filter.subject), "filter {data:?} gave {:?}", filter.subject);
+        if let Some(parent) = filter.parent() {
+            assert!(is_valid_filter(parent), "parent of {data:?}");
+        }
+    }
+    if let Ok(topic) = subject_to_mqtt_topic(data) {
+        let subject = mqtt_topic_to_subject(&topic).expect("a delivered topic is valid");
+        assert_eq!(subject.as_ref(), data, "subject round trip through {topic:?}");
+    }
+    if let Some(split) = data.iter().position(|&b| b == 0) {
+        let (filter, topic) = (&data[..split], &data[split + 1..]);
+        if let (Ok(f), Ok(s)) = (mqtt_filter_to_subject(filter), mqtt_topic_to_subject(topic)) {
+            let mut trie = Trie::default();
+            trie.values_mut(&f.subject).push(());
+            if let Some(parent) = f.parent() {
+                trie.values_mut(parent).push(());
+            }
+            let mut matched = false;
+            trie.for_each_match(&s, |_| matched = true);
+            let nats = matched && !(f.is_reserved_for_wildcards() && is_reserved_subject(&s));
+            assert_eq!(mqtt_matches(filter, topic), nats, "filter {filter:?} topic {topic:?}");
+        }
+    }
+}
+
+/// Reference MQTT 3.1.1 matcher (section 4.7), for valid filters and topics.
+fn mqtt_matches(filter: &[u8], topic: &[u8]) -> bool {
+    let wildcard_first = filter.first().is_some_and(|&b| b == b'+' || b == b'#');
+    if wildcard_first && topic.first() == Some(&b'$') {
+        return false; // [MQTT-4.7.2-1]
+    }
+    let mut topic_levels = topic.split(|&b| b == b'/');
+    for level in filter.split(|&b| b == b'/') {
+        if level == b"#" {
+            return true; // also matches the parent level, [MQTT-4.7.1-2]
+        }
+        match topic_levels.next() {
+            Some(topic_level) if level == b"+" || level == topic_level => {}
+            _ => return false,
+        }
+    }
+    topic_levels.next().is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mqtt_subject_seeds() {
+        for seed in [
+            &b"foo/bar"[..],
+            b"/",
+            b"//.foo.//",
+            b"spBv1.0/group/NBIRTH/node",
+            b"a/*/>",
+            b"a/b",
+            b"foo.*./",
+            b"foo/#\0foo",
+            b"+/+\0/",
+            b"#\0$SYS/x",
+            b"$SYS/#\0$SYS/x",
+            b"a/+/#\0a/*/b/c",
+            b"\xff\0a",
+        ] {
+            mqtt_subject(seed);
+        }
+    }
 }
