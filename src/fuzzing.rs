@@ -106,6 +106,51 @@ fn mqtt_matches(filter: &[u8], topic: &[u8]) -> bool {
     topic_levels.next().is_none()
 }
 
+/// Decodes `data` as MQTT 3.1.1 and as 5.0, whole and split at a position the first byte
+/// selects, and checks: the same packets and the same error come out either way; `Ok(None)`
+/// consumes nothing; every packet re-encodes to bytes that decode to the same packet.
+pub fn mqtt_decode(data: &[u8]) {
+    use crate::protocol::mqtt::codec::{decode, encode, DecodeError};
+    use crate::protocol::mqtt::packet::{Packet, Version};
+    const MAX_PACKET_BYTES: u32 = 4096;
+
+    fn decode_pieces(pieces: &[&[u8]], version: Version) -> (Vec<Packet>, Option<DecodeError>) {
+        let mut buf = BytesMut::new();
+        let mut packets = Vec::new();
+        for piece in pieces {
+            buf.extend_from_slice(piece);
+            loop {
+                let before = buf.len();
+                match decode(&mut buf, version, MAX_PACKET_BYTES) {
+                    Ok(Some(packet)) => packets.push(packet),
+                    Ok(None) => {
+                        assert_eq!(buf.len(), before, "Ok(None) consumed bytes");
+                        break;
+                    }
+                    Err(error) => return (packets, Some(error)),
+                }
+            }
+        }
+        (packets, None)
+    }
+
+    for version in [Version::V3_1_1, Version::V5_0] {
+        let whole = decode_pieces(&[data], version);
+        if let Some(&first) = data.first() {
+            let split = usize::from(first) % (data.len() + 1);
+            let pieces = decode_pieces(&[&data[..split], &data[split..]], version);
+            assert_eq!(whole, pieces, "{version:?}: split at {split} changed the result");
+        }
+        for packet in &whole.0 {
+            let mut encoded = BytesMut::new();
+            encode(packet, version, &mut encoded);
+            let again = decode(&mut encoded, version, u32::MAX);
+            assert_eq!(again, Ok(Some(packet.clone())), "{version:?}: round trip");
+            assert!(encoded.is_empty(), "{version:?}: round trip of {packet:?} left bytes");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

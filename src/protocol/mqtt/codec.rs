@@ -1728,6 +1728,106 @@ mod tests {
         assert_eq!(decode(&mut buf, V3, MAX), Err(DecodeError::ReservedFlags));
     }
 
+    /// Decodes a captured stream with `version` (CONNECT decodes by its own level).
+    fn decode_capture(bytes: &[u8], version: Version) -> Vec<Packet> {
+        let mut buf = BytesMut::from(bytes);
+        let mut packets = Vec::new();
+        while let Some(packet) = decode(&mut buf, version, MAX).unwrap() {
+            let mut again = BytesMut::new();
+            encode(&packet, version, &mut again);
+            assert_eq!(decode(&mut again, version, MAX), Ok(Some(packet.clone())));
+            packets.push(packet);
+        }
+        assert!(buf.is_empty());
+        packets
+    }
+
+    #[test]
+    fn captured_mosquitto_pub_v311() {
+        let bytes = include_bytes!("../../../tests/data/mqtt/mosquitto_pub_v311_qos1_will.bin");
+        let packets = decode_capture(bytes, V3);
+        let [Packet::Connect(connect), Packet::Publish(publish), Packet::Disconnect(_)] =
+            &packets[..]
+        else {
+            panic!("{packets:?}")
+        };
+        assert_eq!((connect.version, connect.keep_alive_seconds), (V3, 30));
+        assert_eq!(&connect.client_id[..], b"isthmus-capture");
+        let will = connect.will.as_ref().unwrap();
+        assert_eq!((&will.topic[..], &will.payload[..]), (&b"will/t"[..], &b"bye"[..]));
+        assert_eq!((will.qos, will.retain), (QoS::AtLeastOnce, true));
+        assert_eq!(
+            (connect.username.clone(), connect.password.clone()),
+            (Some(b("user")), Some(b("pass")))
+        );
+        assert_eq!((publish.qos, publish.retain, publish.packet_id), (QoS::AtLeastOnce, true, 1));
+        assert_eq!((&publish.topic[..], &publish.payload[..]), (&b"a/b"[..], &b"hello"[..]));
+        // 3.1.1 has one form per packet: our encoding is mosquitto's, byte for byte.
+        let mut out = BytesMut::new();
+        for packet in &packets {
+            encode(packet, V3, &mut out);
+        }
+        assert_eq!(&out[..], &bytes[..]);
+    }
+
+    #[test]
+    fn captured_mosquitto_pub_v5() {
+        let bytes = include_bytes!("../../../tests/data/mqtt/mosquitto_pub_v5_qos2_properties.bin");
+        let packets = decode_capture(bytes, V5);
+        let [Packet::Connect(connect), Packet::Publish(publish), Packet::PubRel(pubrel), Packet::Disconnect(disconnect)] =
+            &packets[..]
+        else {
+            panic!("{packets:?}")
+        };
+        assert_eq!(connect.version, V5);
+        assert_eq!(connect.properties.session_expiry_interval, Some(30));
+        assert_eq!(connect.properties.receive_maximum, Some(10));
+        assert_eq!((publish.qos, publish.packet_id), (QoS::ExactlyOnce, 1));
+        let properties = &publish.properties;
+        assert_eq!(properties.message_expiry_interval, Some(60));
+        assert_eq!(properties.user_properties, vec![user("k", "v"), user("k", "w")]);
+        assert_eq!(properties.content_type, Some(b("text/plain")));
+        assert_eq!(properties.response_topic, Some(b("r/t")));
+        assert_eq!(properties.correlation_data, Some(b("abc")));
+        assert_eq!(properties.payload_format_indicator, Some(1));
+        assert_eq!((pubrel.packet_id, pubrel.reason_code), (1, ReasonCode::SUCCESS));
+        assert_eq!(*disconnect, Disconnect::normal());
+    }
+
+    #[test]
+    fn captured_mosquitto_sub() {
+        let bytes = include_bytes!("../../../tests/data/mqtt/mosquitto_sub_v5_subscribe.bin");
+        let packets = decode_capture(bytes, V5);
+        let [Packet::Connect(connect), Packet::Subscribe(subscribe), Packet::Disconnect(_)] =
+            &packets[..]
+        else {
+            panic!("{packets:?}")
+        };
+        assert_eq!(connect.properties.receive_maximum, Some(20));
+        assert_eq!(subscribe.properties.subscription_identifier, Some(7));
+        assert_eq!(subscribe.properties.user_properties, vec![user("s", "t")]);
+        let options = SubscriptionOptions::with_qos(QoS::AtLeastOnce);
+        assert_eq!(subscribe.filters, vec![(b("a/+"), options), (b("b/#"), options)]);
+
+        let bytes = include_bytes!("../../../tests/data/mqtt/mosquitto_sub_v311_subscribe.bin");
+        let packets = decode_capture(bytes, V3);
+        let [Packet::Connect(connect), Packet::Subscribe(subscribe), Packet::Disconnect(_)] =
+            &packets[..]
+        else {
+            panic!("{packets:?}")
+        };
+        assert!(!connect.clean_start);
+        let options = SubscriptionOptions::with_qos(QoS::ExactlyOnce);
+        assert_eq!(subscribe.filters, vec![(b("a/+"), options), (b("b/#"), options)]);
+    }
+
+    #[test]
+    fn captured_mqtt_3_1_connect_is_unsupported() {
+        let bytes = include_bytes!("../../../tests/data/mqtt/mosquitto_pub_v31_connect.bin");
+        let error = decode(&mut BytesMut::from(&bytes[..]), V3, MAX).unwrap_err();
+        assert_eq!(error, DecodeError::UnsupportedProtocolVersion);
+    }
+
     #[test]
     fn errors_name_their_clause() {
         assert_eq!(
