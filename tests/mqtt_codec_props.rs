@@ -105,8 +105,9 @@ fn connect_properties() -> impl Strategy<Value = ConnectProperties> {
                 topic_alias_maximum: alias,
                 request_response_information: response,
                 request_problem_information: problem,
+                // Authentication Data needs a method (5.0 §3.1.2.11.10).
+                authentication_data: if method.is_some() { data } else { None },
                 authentication_method: method,
-                authentication_data: data,
                 user_properties: users,
             }
         })

@@ -82,6 +82,10 @@ pub enum DecodeError {
     InvalidPropertyId,
     /// A property value out of its range (0 where that is not allowed, a flag byte over 1).
     InvalidPropertyValue,
+    /// A PUBLISH Topic Alias of 0.
+    TopicAliasZero,
+    /// CONNECT with Authentication Data but no Authentication Method.
+    AuthenticationDataWithoutMethod,
     /// A reason code the packet type does not define.
     InvalidReasonCode,
     /// SUBSCRIBE without a topic filter.
@@ -109,9 +113,16 @@ impl DecodeError {
                 ReasonCode::UNSUPPORTED_PROTOCOL_VERSION
             }
             TopicWildcard => ReasonCode::TOPIC_NAME_INVALID,
-            EmptyTopic | ZeroPacketId | DuplicateProperty | InvalidPropertyValue
-            | NoTopicFilters | NoUnsubscribeFilters | SubscriptionQosThree
-            | RetainHandlingThree => ReasonCode::PROTOCOL_ERROR,
+            TopicAliasZero => ReasonCode::TOPIC_ALIAS_INVALID,
+            EmptyTopic
+            | ZeroPacketId
+            | DuplicateProperty
+            | InvalidPropertyValue
+            | NoTopicFilters
+            | NoUnsubscribeFilters
+            | SubscriptionQosThree
+            | RetainHandlingThree
+            | AuthenticationDataWithoutMethod => ReasonCode::PROTOCOL_ERROR,
             MalformedVarInt
             | ReservedPacketType
             | ReservedFlags
@@ -149,6 +160,7 @@ impl DecodeError {
             QosThree => "MQTT-3.3.1-4",
             DupAtQosZero => "MQTT-3.3.1-2",
             TopicWildcard => "MQTT-3.3.2-2",
+            TopicAliasZero => "MQTT-3.3.2-8",
             EmptyTopic => "MQTT-4.7.3-1",
             ZeroPacketId => "MQTT-2.2.1-3",
             NoTopicFilters => "MQTT-3.8.3-2",
@@ -210,6 +222,8 @@ impl DecodeError {
             DuplicateProperty => "property included more than once",
             InvalidPropertyId => "property not valid for this packet type",
             InvalidPropertyValue => "property value out of range",
+            TopicAliasZero => "topic alias 0",
+            AuthenticationDataWithoutMethod => "authentication data without authentication method",
             InvalidReasonCode => "reason code not valid for this packet type",
             NoTopicFilters => "SUBSCRIBE without topic filters",
             NoUnsubscribeFilters => "UNSUBSCRIBE without topic filters",
@@ -444,7 +458,10 @@ fn decode_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
         return Err(DecodeError::PasswordWithoutUsername);
     }
     let keep_alive_seconds = r.u16()?;
-    let properties = if v5 { r.properties()? } else { ConnectProperties::default() };
+    let properties: ConnectProperties = if v5 { r.properties()? } else { Default::default() };
+    if properties.authentication_data.is_some() && properties.authentication_method.is_none() {
+        return Err(DecodeError::AuthenticationDataWithoutMethod);
+    }
     let client_id = r.string()?;
     let will = if will_flag {
         let properties = if v5 { r.properties()? } else { WillProperties::default() };
@@ -864,7 +881,10 @@ impl ReadProperty for PublishProperties {
         match id {
             PAYLOAD_FORMAT_INDICATOR => once(&mut self.payload_format_indicator, r.flag_byte()?),
             MESSAGE_EXPIRY_INTERVAL => once(&mut self.message_expiry_interval, r.u32()?),
-            TOPIC_ALIAS => once(&mut self.topic_alias, r.nonzero_u16()?),
+            TOPIC_ALIAS => match r.u16()? {
+                0 => Err(DecodeError::TopicAliasZero),
+                alias => once(&mut self.topic_alias, alias),
+            },
             RESPONSE_TOPIC => once(&mut self.response_topic, r.string()?),
             CORRELATION_DATA => once(&mut self.correlation_data, r.binary()?),
             USER_PROPERTY => push(&mut self.user_properties, r.user_property()?),
@@ -1458,6 +1478,8 @@ mod tests {
         assert_eq!(error(zero, V5), DecodeError::InvalidPropertyValue);
         let flag = b"\x10\x12\x00\x04MQTT\x05\x02\x00\x3c\x02\x17\x02\x00\x03abc";
         assert_eq!(error(flag, V5), DecodeError::InvalidPropertyValue);
+        let data = b"\x10\x14\x00\x04MQTT\x05\x02\x00\x3c\x04\x16\x00\x01z\x00\x03abc";
+        assert_eq!(error(data, V5), DecodeError::AuthenticationDataWithoutMethod);
         // A property block longer than the packet.
         let long = b"\x10\x10\x00\x04MQTT\x05\x02\x00\x3c\x09\x00\x03abc";
         assert_eq!(error(long, V5), DecodeError::Truncated);
@@ -1519,10 +1541,9 @@ mod tests {
         // Subscription Identifier 0; a property PUBLISH does not allow.
         assert_eq!(error(b"\x30\x06\x00\x01a\x02\x0b\x00", V5), DecodeError::InvalidPropertyValue);
         assert_eq!(error(b"\x30\x06\x00\x01a\x02\x24\x01", V5), DecodeError::InvalidPropertyId);
-        assert_eq!(
-            error(b"\x30\x07\x00\x01a\x03\x23\x00\x00", V5),
-            DecodeError::InvalidPropertyValue
-        );
+        let alias_zero = error(b"\x30\x07\x00\x01a\x03\x23\x00\x00", V5);
+        assert_eq!(alias_zero, DecodeError::TopicAliasZero);
+        assert_eq!(alias_zero.reason_code(), ReasonCode::TOPIC_ALIAS_INVALID);
     }
 
     #[test]
@@ -1792,6 +1813,29 @@ mod tests {
         assert_eq!(properties.payload_format_indicator, Some(1));
         assert_eq!((pubrel.packet_id, pubrel.reason_code), (1, ReasonCode::SUCCESS));
         assert_eq!(*disconnect, Disconnect::normal());
+    }
+
+    #[test]
+    fn captured_mosquitto_will_properties_and_disconnect_reason() {
+        let bytes = include_bytes!("../../../tests/data/mqtt/mosquitto_pub_v5_will_properties.bin");
+        let packets = decode_capture(bytes, V5);
+        let [Packet::Connect(connect), Packet::Publish(_), Packet::Disconnect(disconnect)] =
+            &packets[..]
+        else {
+            panic!("{packets:?}")
+        };
+        assert_eq!(connect.properties.user_properties, vec![user("ck", "cv")]);
+        assert_eq!(connect.properties.maximum_packet_size, Some(1000));
+        let will = connect.will.as_ref().unwrap();
+        assert_eq!(
+            (&will.topic[..], &will.payload[..], will.qos),
+            (&b"will/t"[..], &b"bye"[..], QoS::ExactlyOnce)
+        );
+        assert_eq!(will.properties.will_delay_interval, Some(5));
+        assert_eq!(will.properties.content_type, Some(b("text/plain")));
+        assert_eq!(will.properties.user_properties, vec![user("wk", "wv")]);
+        assert_eq!(disconnect.reason_code, ReasonCode::SUCCESS);
+        assert_eq!(disconnect.properties.reason_string, Some(b("bye")));
     }
 
     #[test]
