@@ -37,13 +37,6 @@ impl Running {
             let _ = handle.join();
         }
     }
-
-    /// Waits for the shards to stop (after `shutdown` was set elsewhere).
-    pub fn join(self) {
-        for handle in self.handles {
-            let _ = handle.join();
-        }
-    }
 }
 
 /// Starts every shard and returns once all listen, or the first startup error.

@@ -83,11 +83,6 @@ impl LocalRouter {
         self.subscriptions.is_empty()
     }
 
-    /// Cache (hits, misses).
-    pub fn cache_stats(&self) -> (u64, u64) {
-        self.cache.stats()
-    }
-
     /// The local subscriptions matching a literal subject.
     pub fn matches(&mut self, subject: &[u8]) -> Rc<LocalMatch> {
         let LocalRouter { subscriptions, trie, cache } = self;

@@ -721,13 +721,6 @@ impl Shard {
         self.conns.borrow().len()
     }
 
-    /// (local subscriptions, local cache hits, local cache misses).
-    pub fn router_stats(&self) -> (usize, u64, u64) {
-        let router = self.router.borrow();
-        let (hits, misses) = router.cache_stats();
-        (router.len(), hits, misses)
-    }
-
     /// True once shutdown was requested.
     pub fn shutting_down(&self) -> bool {
         self.identity.shutdown.load(Ordering::Relaxed)
