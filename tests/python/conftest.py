@@ -1,4 +1,4 @@
-"""Fixtures for the NATS interop tests. See harness.py for what runs underneath."""
+"""Fixtures for the NATS and MQTT interop tests. See harness.py for what runs underneath."""
 
 from __future__ import annotations
 
@@ -29,8 +29,30 @@ def pytest_pyfunc_call(pyfuncitem):
 
 
 def pytest_report_header(config):
-    target = harness.isthmus_bin() if harness.IS_ISTHMUS else "nats-server (Debian)"
+    if harness.IS_ISTHMUS:
+        target = harness.isthmus_bin()
+    elif harness.IS_MOSQUITTO:
+        target = "/usr/sbin/mosquitto (Debian)"
+    else:
+        target = "nats-server (Debian)"
     return f"broker under test: {harness.PEER} ({target})"
+
+
+# Which test files each reference broker can check: test_nats_* speak NATS, test_mqtt_* MQTT
+# (their MQTT <-> NATS tests are marked isthmus-only). Isthmus runs them all.
+_REFERENCE_SKIPS = {
+    "nats-server": ("test_mqtt_", "MQTT tests run against Isthmus or ISTHMUS_PEER=mosquitto"),
+    "mosquitto": ("test_nats_", "NATS tests run against Isthmus or ISTHMUS_PEER=nats-server"),
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    if harness.PEER not in _REFERENCE_SKIPS:
+        return
+    prefix, reason = _REFERENCE_SKIPS[harness.PEER]
+    for item in items:
+        if item.path.name.startswith(prefix):
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -44,17 +66,24 @@ def pytest_runtest_makereport(item, call):
 def broker_factory(request):
     """`start(shards=2, config=None) -> Broker`; every broker is stopped after the test.
 
-    `config` uses Isthmus's TOML tables, e.g. {"nats": {"max_payload": 1024}}. A broker that died
-    during the test (a crash) turns the test into an error that shows the broker's output.
+    `config` uses Isthmus's TOML tables, e.g. {"nats": {"max_payload": 1024}}; on a reference
+    broker a key it cannot translate skips the test. A broker that died during the test (a crash)
+    turns the test into an error that shows the broker's output. MQTT clients and mosquitto_sub
+    processes the test left open are closed before the brokers stop.
     """
     started: list[harness.Broker] = []
 
     def start(shards: int = 2, config: dict | None = None) -> harness.Broker:
-        broker = harness.Broker(shards=shards, config=config)
+        try:
+            broker = harness.Broker(shards=shards, config=config)
+        except harness.NoTranslation as why:
+            pytest.skip(f"{harness.PEER}: {why}")
         started.append(broker)
         return broker
 
     yield start
+    harness.close_all_mqtt()
+    harness.stop_all_subprocesses()
     crashed = [b for b in started if b.crashed()]
     for broker in started:
         broker.stop()
