@@ -3,12 +3,18 @@
 //!
 //! `ISTHMUS_TEST_PEER=nats-server` runs the same tests against Debian's `nats-server` (2.9.10)
 //! instead of the isthmus binary, so every assertion can be checked against the reference
-//! implementation. The isthmus settings in `extra_toml` (`[nats] max_payload`,
+//! implementation. `ISTHMUS_TEST_PEER=mosquitto` does the same for the MQTT tests with Debian's
+//! `mosquitto` (2.0.x): see [`mqtt_broker`] and [`isthmus_broker`], and [`mqtt`] for the MQTT
+//! clients. The MQTT settings in `[mqtt]` are translated for mosquitto where it has an
+//! equivalent (`max_packet_bytes`, `max_inflight`, `max_queued_messages`,
+//! `topic_alias_maximum`). The isthmus settings in `extra_toml` (`[nats] max_payload`,
 //! `max_control_line`, `max_pending`, `ping_interval_ms`, `ping_max`, `write_deadline_ms`;
 //! `[server] name`) are translated into a nats-server config file; other keys are ignored. Shard placement (`client_id % shards`) is
 //! meaningless for nats-server, but its client ids count up from 1, so the helpers still work.
 
 #![allow(dead_code)]
+
+pub mod mqtt;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -32,21 +38,51 @@ pub enum Peer {
     Isthmus,
     /// Debian's `nats-server`, the reference implementation.
     NatsServer,
+    /// Debian's `mosquitto`, the MQTT reference implementation (MQTT tests only).
+    Mosquitto,
 }
 
-/// Reads `ISTHMUS_TEST_PEER` (unset or `isthmus` -> isthmus; `nats-server` -> nats-server).
+/// Reads `ISTHMUS_TEST_PEER` (unset or `isthmus` -> isthmus; `nats-server` -> nats-server;
+/// `mosquitto` -> mosquitto).
 pub fn peer() -> Peer {
     match std::env::var("ISTHMUS_TEST_PEER").as_deref() {
         Ok("nats-server") => Peer::NatsServer,
+        Ok("mosquitto") => Peer::Mosquitto,
         Ok("") | Ok("isthmus") | Err(_) => Peer::Isthmus,
-        Ok(other) => panic!("ISTHMUS_TEST_PEER={other}: expected `isthmus` or `nats-server`"),
+        Ok(other) => {
+            panic!("ISTHMUS_TEST_PEER={other}: expected `isthmus`, `nats-server` or `mosquitto`")
+        }
     }
+}
+
+/// Starts the broker for a test that speaks MQTT only: isthmus, or mosquitto with
+/// `ISTHMUS_TEST_PEER=mosquitto`. With the nats-server peer (which has no MQTT listener here)
+/// it prints a note and returns `None`; the test then returns early.
+pub fn mqtt_broker(shards: usize, extra_toml: &str) -> Option<Broker> {
+    if peer() == Peer::NatsServer {
+        eprintln!("note: MQTT test skipped: ISTHMUS_TEST_PEER=nats-server has no MQTT listener");
+        return None;
+    }
+    Some(Broker::start(shards, extra_toml))
+}
+
+/// Starts isthmus for a test of isthmus-only behaviour (NATS <-> MQTT interop, isthmus
+/// limits). With a reference peer it prints a note naming `why` and returns `None`.
+pub fn isthmus_broker(shards: usize, extra_toml: &str, why: &str) -> Option<Broker> {
+    if peer() != Peer::Isthmus {
+        eprintln!("note: test skipped with ISTHMUS_TEST_PEER={:?}: {why}", peer());
+        return None;
+    }
+    Some(Broker::start(shards, extra_toml))
 }
 
 /// A running broker process; killed when dropped.
 pub struct Broker {
-    /// Port of the NATS client listener.
+    /// Port of the NATS client listener (0 for mosquitto, which has none).
     pub port: u16,
+    /// Port of the MQTT listener; 0 when the broker reported none (an isthmus binary from
+    /// before MQTT, or nats-server).
+    pub mqtt_port: u16,
     /// Shard count the broker was started with. For nats-server it is kept as requested so the
     /// `client_id % shards` helpers behave the same.
     pub shards: usize,
@@ -65,7 +101,19 @@ impl Broker {
         match peer() {
             Peer::Isthmus => Self::start_isthmus(shards, &mut table),
             Peer::NatsServer => Self::start_nats_server(shards, &table),
+            Peer::Mosquitto => Self::start_mosquitto(shards, &table),
         }
+    }
+
+    /// `127.0.0.1:MQTT_PORT`; panics when the broker has no MQTT listener.
+    pub fn mqtt_addr(&self) -> String {
+        assert_ne!(self.mqtt_port, 0, "{:?} reported no MQTT listener", self.peer);
+        format!("127.0.0.1:{}", self.mqtt_port)
+    }
+
+    /// True for isthmus, the only peer with both protocols and isthmus' own limits.
+    pub fn is_isthmus(&self) -> bool {
+        self.peer == Peer::Isthmus
     }
 
     /// `127.0.0.1:PORT`.
@@ -88,10 +136,13 @@ impl Broker {
         }
         let text = toml::to_string(table).expect("TOML serialises");
         let config_path = write_temp_config("toml", &text);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_isthmus"))
-            .arg("serve")
-            .arg("--nats-listen")
-            .arg("127.0.0.1:0")
+        let mut command = Command::new(env!("CARGO_BIN_EXE_isthmus"));
+        command.arg("serve").arg("--nats-listen").arg("127.0.0.1:0");
+        // A binary from before MQTT has no such flag; the NATS tests still run against it.
+        if isthmus_has_mqtt() {
+            command.arg("--mqtt-listen").arg("127.0.0.1:0");
+        }
+        let mut child = command
             .arg("--shards")
             .arg(shards.to_string())
             .arg("--config")
@@ -101,22 +152,20 @@ impl Broker {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn isthmus binary");
-        let (tx, rx) = mpsc::channel::<u16>();
+        let (tx, rx) = mpsc::channel::<(u16, u16)>();
         let stdout = child.stdout.take().expect("stdout piped");
-        let stdout_tx = tx.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 eprintln!("[isthmus stdout] {line}");
-                if let Some(port) = parse_ready_line(&line) {
-                    let _ = stdout_tx.send(port);
+                if let Some(ports) = parse_ready_line(&line) {
+                    let _ = tx.send(ports);
                 }
             }
         });
         forward_stderr(&mut child, "isthmus", None);
-        drop(tx);
-        let port = wait_ready(&mut child, &rx, "isthmus");
-        Broker { port, shards, peer: Peer::Isthmus, child, config_path }
+        let (port, mqtt_port) = wait_ready(&mut child, &rx, "isthmus");
+        Broker { port, mqtt_port, shards, peer: Peer::Isthmus, child, config_path }
     }
 
     fn start_nats_server(shards: usize, table: &toml::Table) -> Broker {
@@ -153,8 +202,72 @@ impl Broker {
         let (tx, rx) = mpsc::channel::<u16>();
         forward_stderr(&mut child, "nats-server", Some(tx));
         let port = wait_ready(&mut child, &rx, "nats-server");
-        Broker { port, shards, peer: Peer::NatsServer, child, config_path }
+        Broker { port, mqtt_port: 0, shards, peer: Peer::NatsServer, child, config_path }
     }
+
+    fn start_mosquitto(shards: usize, table: &toml::Table) -> Broker {
+        let mqtt = table.get("mqtt").and_then(|v| v.as_table());
+        let int = |key: &str| mqtt.and_then(|t| t.get(key)).and_then(|v| v.as_integer());
+        // mosquitto cannot be told to pick a port and report it: take a free one from the
+        // kernel and hand it over (a race with another process is possible but unlikely).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut conf = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+             log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n\
+             log_type information\nconnection_messages true\n"
+        );
+        for (ours, theirs) in [
+            ("max_packet_bytes", "max_packet_size"),
+            ("max_inflight", "max_inflight_messages"),
+            ("max_queued_messages", "max_queued_messages"),
+            ("topic_alias_maximum", "max_topic_alias"),
+        ] {
+            if let Some(value) = int(ours) {
+                conf.push_str(&format!("{theirs} {value}\n"));
+            }
+        }
+        let config_path = write_temp_config("conf", &conf);
+        let mut child = Command::new("/usr/sbin/mosquitto")
+            .arg("-c")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mosquitto (apt-get install -y mosquitto)");
+        forward_stderr(&mut child, "mosquitto", None);
+        let deadline = std::time::Instant::now() + READY_TIMEOUT;
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("mosquitto exited before accepting connections: {status}\n{conf}");
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("mosquitto did not accept connections within {READY_TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Broker { port: 0, mqtt_port: port, shards, peer: Peer::Mosquitto, child, config_path }
+    }
+}
+
+/// Whether this isthmus binary has an MQTT listener (`serve --mqtt-listen`), asked once.
+fn isthmus_has_mqtt() -> bool {
+    static HAS_MQTT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS_MQTT.get_or_init(|| {
+        Command::new(env!("CARGO_BIN_EXE_isthmus"))
+            .args(["serve", "--help"])
+            .output()
+            .map(|out| String::from_utf8_lossy(&out.stdout).contains("--mqtt-listen"))
+            .unwrap_or(false)
+    })
 }
 
 impl Drop for Broker {
@@ -165,11 +278,14 @@ impl Drop for Broker {
     }
 }
 
-/// `ready nats=127.0.0.1:PORT shards=N` -> PORT.
-fn parse_ready_line(line: &str) -> Option<u16> {
+/// `ready nats=127.0.0.1:P [mqtt=127.0.0.1:Q] shards=N` -> (P, Q), Q = 0 when absent.
+fn parse_ready_line(line: &str) -> Option<(u16, u16)> {
     let rest = line.trim().strip_prefix("ready ")?;
-    let addr = rest.split_whitespace().find_map(|f| f.strip_prefix("nats="))?;
-    addr.rsplit(':').next()?.parse().ok()
+    let port = |key: &str| -> Option<u16> {
+        let addr = rest.split_whitespace().find_map(|f| f.strip_prefix(key))?;
+        addr.rsplit(':').next()?.parse().ok()
+    };
+    Some((port("nats=")?, port("mqtt=").unwrap_or(0)))
 }
 
 /// Copies the child's stderr into the test's (captured) stderr; with `ready`, also reports the
@@ -192,7 +308,7 @@ fn forward_stderr(child: &mut Child, name: &'static str, ready: Option<mpsc::Sen
     });
 }
 
-fn wait_ready(child: &mut Child, rx: &mpsc::Receiver<u16>, name: &str) -> u16 {
+fn wait_ready<T>(child: &mut Child, rx: &mpsc::Receiver<T>, name: &str) -> T {
     match rx.recv_timeout(READY_TIMEOUT) {
         Ok(port) => port,
         Err(e) => {
