@@ -18,6 +18,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// The NATS client listener.
     pub nats: NatsConfig,
+    /// The MQTT listener and session limits.
+    pub mqtt: MqttConfig,
 }
 
 /// `[server]`: process-wide settings.
@@ -54,6 +56,51 @@ pub struct NatsConfig {
     pub ping_max: u32,
     /// Longest a single write to a client may block, in milliseconds.
     pub write_deadline_ms: u64,
+}
+
+/// `[mqtt]`: the MQTT listener, packet limits and per-session bounds.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Largest packet accepted from a client, fixed header included (5.0 Maximum Packet Size).
+    pub max_packet_bytes: u32,
+    /// QoS 2 publishes a client may have unreleased towards the broker (5.0 Receive Maximum).
+    pub receive_maximum: u16,
+    /// QoS 1/2 deliveries unacknowledged per session; the client's Receive Maximum caps it too.
+    pub max_inflight: u16,
+    /// QoS 1/2 messages queued per session behind the inflight window; more are dropped and
+    /// counted.
+    pub max_queued_messages: usize,
+    /// Unsent bytes per connection; QoS 0 deliveries beyond this are dropped and counted.
+    pub max_pending_bytes: usize,
+    /// Topic aliases a 5.0 client may set towards the broker.
+    pub topic_alias_maximum: u16,
+    /// Longest a session outlives its connection, in seconds; 3.1.1 persistent sessions use it.
+    pub max_session_expiry_s: u32,
+    /// 0: accept the client's keep alive. Otherwise the most the broker allows; 5.0 clients that
+    /// ask for more (or for 0) are told Server Keep Alive.
+    pub server_keep_alive_s: u16,
+    /// Longest a new connection may take to send CONNECT, in milliseconds.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            max_packet_bytes: 1024 * 1024,
+            receive_maximum: 256,
+            max_inflight: 64,
+            max_queued_messages: 1000,
+            max_pending_bytes: 8 * 1024 * 1024,
+            topic_alias_maximum: 64,
+            max_session_expiry_s: 7 * 24 * 3600,
+            server_keep_alive_s: 0,
+            connect_timeout_ms: 10_000,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -116,6 +163,20 @@ impl Config {
         }
         if self.nats.max_pending < u64::from(self.nats.max_payload) {
             return Err("nats.max_pending must be at least nats.max_payload".into());
+        }
+        if self.mqtt.max_packet_bytes < 64
+            || self.mqtt.max_packet_bytes > crate::protocol::mqtt::codec::REMAINING_LENGTH_MAX
+        {
+            return Err("mqtt.max_packet_bytes must be between 64 and 268435455".into());
+        }
+        if self.mqtt.receive_maximum == 0 || self.mqtt.max_inflight == 0 {
+            return Err("mqtt.receive_maximum and mqtt.max_inflight must be positive".into());
+        }
+        if self.mqtt.connect_timeout_ms == 0 {
+            return Err("mqtt.connect_timeout_ms must be positive".into());
+        }
+        if self.mqtt.listen == self.nats.listen && self.nats.listen.port() != 0 {
+            return Err("mqtt.listen and nats.listen must differ".into());
         }
         Ok(())
     }

@@ -25,6 +25,9 @@ enum Command {
         /// NATS listen address (overrides nats.listen); port 0 picks a free port.
         #[arg(long)]
         nats_listen: Option<SocketAddr>,
+        /// MQTT listen address (overrides mqtt.listen); port 0 picks a free port.
+        #[arg(long)]
+        mqtt_listen: Option<SocketAddr>,
         /// Number of shards (overrides server.shards); 0 = one per core.
         #[arg(long)]
         shards: Option<usize>,
@@ -43,13 +46,13 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { config, nats_listen, shards, log } => {
+        Command::Serve { config, nats_listen, mqtt_listen, shards, log } => {
             let filter = std::env::var("RUST_LOG").unwrap_or(log);
             tracing_subscriber::fmt()
                 .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
                 .with_writer(std::io::stderr)
                 .init();
-            load(config, nats_listen, shards).and_then(isthmus::serve::run)
+            load(config, nats_listen, mqtt_listen, shards).and_then(isthmus::serve::run)
         }
         Command::Config { default: _ } => {
             print!("{DEFAULT_TOML}");
@@ -65,6 +68,7 @@ fn main() {
 fn load(
     path: Option<PathBuf>,
     nats_listen: Option<SocketAddr>,
+    mqtt_listen: Option<SocketAddr>,
     shards: Option<usize>,
 ) -> Result<Config, String> {
     let mut config = match path {
@@ -73,6 +77,9 @@ fn load(
     };
     if let Some(addr) = nats_listen {
         config.nats.listen = addr;
+    }
+    if let Some(addr) = mqtt_listen {
+        config.mqtt.listen = addr;
     }
     if let Some(shards) = shards {
         config.server.shards = shards;

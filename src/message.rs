@@ -1,6 +1,8 @@
 //! The routed message: the only type that crosses layers and shards.
 
 use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Instant;
 
 /// A message as the router sees it. Every field is a `Bytes` slice, usually of the
 /// publisher's read buffer, so routing and cross-shard hand-off never copy the payload.
@@ -11,14 +13,98 @@ pub struct Message {
     /// Reply subject; empty when the publisher asked for none.
     pub reply: Bytes,
     /// Raw NATS header block (`NATS/1.0\r\n...\r\n\r\n`); empty when there are no headers.
+    /// MQTT publishes always carry one (`Nmqtt-Pub`), so NATS subscribers see their QoS.
     pub headers: Bytes,
     /// Payload bytes.
     pub payload: Bytes,
+    /// What MQTT subscribers need beyond the NATS fields; default for NATS publishes.
+    pub meta: Meta,
+}
+
+/// MQTT facts of a message. A NATS publish leaves it at its default.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Meta {
+    /// True when an MQTT client (or a will) published it: then `qos`, `retain`, `topic` and
+    /// `properties` are the publisher's, and MQTT subscribers ignore `headers` and `reply`.
+    pub from_mqtt: bool,
+    /// QoS of the publish (0 for NATS publishes).
+    pub qos: u8,
+    /// RETAIN flag of the publish.
+    pub retain: bool,
+    /// The MQTT topic as published, so MQTT deliveries need no translation back.
+    pub topic: Bytes,
+    /// 5.0 properties, shared by every delivery; `None` when there are none (no allocation).
+    pub properties: Option<Arc<MqttProperties>>,
+}
+
+/// The 5.0 PUBLISH properties a broker passes on (topic alias and subscription identifiers
+/// are per connection and per subscription, so they are not here).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MqttProperties {
+    /// Payload Format Indicator.
+    pub payload_format_indicator: Option<u8>,
+    /// When the message expires (receipt + Message Expiry Interval).
+    pub expires_at: Option<Instant>,
+    /// Content Type.
+    pub content_type: Option<Bytes>,
+    /// Response Topic, in MQTT spelling.
+    pub response_topic: Option<Bytes>,
+    /// Correlation Data.
+    pub correlation_data: Option<Bytes>,
+    /// User Properties, in order.
+    pub user_properties: Vec<(Bytes, Bytes)>,
 }
 
 impl Message {
     /// Bytes this message counts for in `in_bytes`/`out_bytes` (headers plus payload).
     pub fn size(&self) -> usize {
         self.headers.len() + self.payload.len()
+    }
+
+    /// True if the message carries a Message Expiry that has passed.
+    pub fn expired(&self, now: Instant) -> bool {
+        self.meta.properties.as_ref().and_then(|p| p.expires_at).is_some_and(|at| at <= now)
+    }
+}
+
+impl Message {
+    /// A copy that shares no buffer with the publisher's read buffer. Stored messages (retained,
+    /// queued for an offline session) use it so that a few bytes kept do not pin a whole read
+    /// buffer.
+    pub fn detached(&self) -> Message {
+        fn copy(b: &Bytes) -> Bytes {
+            if b.is_empty() {
+                Bytes::new()
+            } else {
+                Bytes::copy_from_slice(b)
+            }
+        }
+        let properties = self.meta.properties.as_ref().map(|p| {
+            Arc::new(MqttProperties {
+                payload_format_indicator: p.payload_format_indicator,
+                expires_at: p.expires_at,
+                content_type: p.content_type.as_ref().map(copy),
+                response_topic: p.response_topic.as_ref().map(copy),
+                correlation_data: p.correlation_data.as_ref().map(copy),
+                user_properties: p
+                    .user_properties
+                    .iter()
+                    .map(|(k, v)| (copy(k), copy(v)))
+                    .collect(),
+            })
+        });
+        Message {
+            subject: copy(&self.subject),
+            reply: copy(&self.reply),
+            headers: copy(&self.headers),
+            payload: copy(&self.payload),
+            meta: Meta {
+                from_mqtt: self.meta.from_mqtt,
+                qos: self.meta.qos,
+                retain: self.meta.retain,
+                topic: copy(&self.meta.topic),
+                properties,
+            },
+        }
     }
 }

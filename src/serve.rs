@@ -30,6 +30,11 @@ impl Running {
         self.identity.nats_addr
     }
 
+    /// The MQTT address clients connect to.
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.identity.mqtt_addr
+    }
+
     /// Asks every shard to stop and waits for them.
     pub fn stop(self) {
         self.identity.shutdown.store(true, Ordering::Relaxed);
@@ -50,10 +55,13 @@ pub fn start(config: Config) -> Result<Running, String> {
     }
     check_memlock(&config, shards);
     let nats_addr = reserve_port(config.nats.listen)?;
+    let mqtt_addr = reserve_port(config.mqtt.listen)?;
     let identity = Arc::new(Identity {
         server_id: server_id(),
         name: config.server.name.clone(),
         nats_addr,
+        mqtt_addr,
+        retain_seq: Default::default(),
         shutdown: Default::default(),
         interest_issued: (0..shards).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
     });
@@ -117,10 +125,15 @@ pub fn run(config: Config) -> Result<(), String> {
         signal_hook::flag::register(signal, Arc::clone(&shutdown)).map_err(|e| e.to_string())?;
     }
     let shards = running.stats.len();
-    tracing::info!(nats = %running.nats_addr(), shards, "isthmus is ready");
+    tracing::info!(nats = %running.nats_addr(), mqtt = %running.mqtt_addr(), shards, "isthmus is ready");
     {
         let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "ready nats={} shards={shards}", running.nats_addr());
+        let _ = writeln!(
+            stdout,
+            "ready nats={} mqtt={} shards={shards}",
+            running.nats_addr(),
+            running.mqtt_addr()
+        );
         let _ = stdout.flush();
     }
     while !shutdown.load(Ordering::Relaxed) {
@@ -136,14 +149,18 @@ async fn run_shard(
     mesh: MeshBuilder<MeshItem, glommio::channels::channel_mesh::Full>,
     ready: mpsc::Sender<Result<(), String>>,
 ) {
-    let listener = match glommio::net::TcpListener::bind(shard.identity.nats_addr) {
-        Ok(listener) => listener,
-        Err(error) => {
-            let _ =
-                ready.send(Err(format!("cannot listen on {}: {error}", shard.identity.nats_addr)));
-            return;
+    let mut listeners = Vec::new();
+    for addr in [shard.identity.nats_addr, shard.identity.mqtt_addr] {
+        match glommio::net::TcpListener::bind(addr) {
+            Ok(listener) => listeners.push(listener),
+            Err(error) => {
+                let _ = ready.send(Err(format!("cannot listen on {addr}: {error}")));
+                return;
+            }
         }
-    };
+    }
+    let mqtt_listener = listeners.pop().expect("two listeners");
+    let listener = listeners.pop().expect("two listeners");
     let mut tasks = Vec::new();
     if shard.count > 1 {
         let Ok((senders, mut receivers)) = mesh.join().await else {
@@ -161,6 +178,11 @@ async fn run_shard(
                         MeshItem::Batch(mut ops) => {
                             shard.receive(peer, &mut ops);
                             shard.mesh.recycle(peer, ops);
+                            for adopt in shard.take_adopted() {
+                                let serve =
+                                    crate::shard::mqtt::serve_adopted(Rc::clone(&shard), adopt);
+                                glommio::spawn_local(serve).detach();
+                            }
                             // Consumers here that fell behind slow this peer's producers down
                             // through the mesh (its queue to us fills, its readers pause).
                             shard.wait_for_consumers(crate::shard::conn::STALL_BUDGET).await;
@@ -196,8 +218,19 @@ async fn run_shard(
             }
         })
     };
+    let sweeper = {
+        let shard = Rc::clone(&shard);
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(crate::shard::mqtt::SWEEP_INTERVAL).await;
+                shard.mqtt_sweep();
+            }
+        })
+    };
+    let mqtt_acceptor = glommio::spawn_local(accept::accept_mqtt(Rc::clone(&shard), mqtt_listener));
     let _ = ready.send(Ok(()));
     accept::accept_nats(Rc::clone(&shard), listener).await;
+    mqtt_acceptor.await;
     // Shutdown: stop accepting (the listener is dropped), let writers flush, then end.
     shard.close_all();
     for _ in 0..100 {
@@ -207,6 +240,7 @@ async fn run_shard(
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
     drop(pinger);
+    drop(sweeper);
     drop(tasks);
 }
 

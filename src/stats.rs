@@ -40,6 +40,29 @@ pub struct ShardStats {
     pub mesh_batches_out: AtomicU64,
     /// Messages sent to other shards.
     pub mesh_msgs_out: AtomicU64,
+    /// MQTT sessions held (online and offline).
+    pub mqtt_sessions: AtomicU64,
+    /// MQTT connections handed to their session's home shard by this shard.
+    pub mqtt_handoffs: AtomicU64,
+    /// MQTT sessions taken over by a new connection with the same client id.
+    pub mqtt_takeovers: AtomicU64,
+    /// Will messages published.
+    pub mqtt_wills_published: AtomicU64,
+    /// QoS 0 deliveries dropped: the connection's unsent output was over mqtt.max_pending_bytes,
+    /// or the session was offline.
+    pub mqtt_dropped_qos0: AtomicU64,
+    /// QoS 1/2 deliveries dropped because the session queue held mqtt.max_queued_messages.
+    pub mqtt_dropped_queue_full: AtomicU64,
+    /// Deliveries to MQTT skipped because the NATS subject has no MQTT topic form.
+    pub mqtt_dropped_no_topic: AtomicU64,
+    /// Deliveries whose Message Expiry passed before they could be sent.
+    pub mqtt_dropped_expired: AtomicU64,
+    /// Deliveries larger than the client's Maximum Packet Size.
+    pub mqtt_dropped_too_large: AtomicU64,
+    /// Queued or unacknowledged deliveries discarded when their session ended.
+    pub mqtt_dropped_session_end: AtomicU64,
+    /// MQTT publishes (and wills) whose topic has no NATS subject form (e.g. a space), dropped.
+    pub mqtt_dropped_bad_topic: AtomicU64,
 }
 
 impl ShardStats {

@@ -22,6 +22,24 @@ pub struct Subscription {
     pub max: Option<u64>,
     /// Deliveries so far.
     pub delivered: u64,
+    /// For an MQTT subscription: its options, and `conn` is then the session's slot.
+    pub mqtt: Option<MqttSub>,
+}
+
+/// What the fan-out needs to deliver to an MQTT session, copied into the subscription so that
+/// a delivery reads no session table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MqttSub {
+    /// Maximum QoS granted.
+    pub qos: u8,
+    /// 5.0 No Local: skip messages the session itself published.
+    pub no_local: bool,
+    /// 5.0 Retain As Published: keep the RETAIN flag on live deliveries.
+    pub retain_as_published: bool,
+    /// 5.0 Subscription Identifier, 0 when none.
+    pub identifier: u32,
+    /// The filter starts with a wildcard, so `$` subjects never match it [MQTT-4.7.2-1].
+    pub wildcard_first: bool,
 }
 
 /// The local subscriptions that match one subject, grouped as the fan-out needs them.
@@ -116,6 +134,7 @@ mod tests {
             queue: queue.into(),
             max: None,
             delivered: 0,
+            mqtt: None,
         }
     }
 

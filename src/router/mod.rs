@@ -5,4 +5,5 @@
 pub mod cache;
 pub mod interest;
 pub mod local;
+pub mod retained;
 pub mod trie;

@@ -35,7 +35,7 @@ pub async fn serve_nats(shard: Rc<Shard>, stream: TcpStream) {
     }
     let Ok(addr) = stream.peer_addr() else { return };
     let stream = Rc::new(RefCell::new(stream));
-    let (slot, cid) = shard.open_conn(addr);
+    let (slot, cid) = shard.open_conn(addr, super::Protocol::Nats);
     nats::greet(&shard, slot, cid);
     glommio::spawn_local(write_loop(Rc::clone(&shard), slot, Half(Rc::clone(&stream)))).detach();
     read_loop(&shard, slot, Half(stream)).await;
@@ -45,23 +45,9 @@ pub async fn serve_nats(shard: Rc<Shard>, stream: TcpStream) {
 async fn read_loop(shard: &Shard, slot: u32, mut reader: Half) {
     let mut buf = BytesMut::new();
     loop {
-        if buf.capacity() - buf.len() < READ_SPARE_BYTES_MIN {
-            buf.reserve(READ_CHUNK_BYTES);
+        if !read_some(shard, slot, &mut reader, &mut buf).await {
+            return;
         }
-        let start = buf.len();
-        let end = buf.capacity().min(start + READ_CHUNK_BYTES);
-        buf.resize(end, 0);
-        let read =
-            futures_lite::future::or(async { Some(reader.read(&mut buf[start..]).await) }, async {
-                shard.closed(slot).await;
-                None
-            })
-            .await;
-        let n = match read {
-            Some(Ok(n)) if n > 0 => n,
-            _ => return,
-        };
-        buf.truncate(start + n);
         // PONGs are owed until the burst is done: clients such as nats-py write their flush
         // PING ahead of a SUB queued before it, and expect the PONG to cover that SUB. So the
         // PONG waits until every shard applied the interest changes of the whole burst.
@@ -104,7 +90,39 @@ async fn read_loop(shard: &Shard, slot: u32, mut reader: Half) {
     }
 }
 
-async fn write_loop(shard: Rc<Shard>, slot: u32, mut writer: Half) {
+/// Reads once into the spare room of `buf` (growing it by a chunk when little is left).
+/// Returns false on end of stream, a read error, or when the connection is closing.
+pub(super) async fn read_some(
+    shard: &Shard,
+    slot: u32,
+    reader: &mut Half,
+    buf: &mut BytesMut,
+) -> bool {
+    if buf.capacity() - buf.len() < READ_SPARE_BYTES_MIN {
+        buf.reserve(READ_CHUNK_BYTES);
+    }
+    let start = buf.len();
+    let end = buf.capacity().min(start + READ_CHUNK_BYTES);
+    buf.resize(end, 0);
+    let read =
+        futures_lite::future::or(async { Some(reader.read(&mut buf[start..]).await) }, async {
+            shard.closed(slot).await;
+            None
+        })
+        .await;
+    match read {
+        Some(Ok(n)) if n > 0 => {
+            buf.truncate(start + n);
+            true
+        }
+        _ => {
+            buf.truncate(start);
+            false
+        }
+    }
+}
+
+pub(super) async fn write_loop(shard: Rc<Shard>, slot: u32, mut writer: Half) {
     let mut spare = BytesMut::new();
     'output: while shard.take_output(slot, &mut spare).await {
         let mut written = 0;
@@ -133,7 +151,7 @@ async fn write_loop(shard: Rc<Shard>, slot: u32, mut writer: Half) {
 /// One half of a shared stream. glommio's non-buffered stream keeps separate readiness
 /// sources for reading and writing, so one reader and one writer may use it at once; the
 /// `RefCell` is borrowed only inside a poll, never across an await.
-struct Half(Rc<RefCell<TcpStream>>);
+pub(super) struct Half(pub(super) Rc<RefCell<TcpStream>>);
 
 impl AsyncRead for Half {
     fn poll_read(

@@ -47,6 +47,32 @@ pub enum MeshOp {
         /// Highest epoch applied.
         epoch: u64,
     },
+    /// An MQTT connection whose client id lives on the receiver: serve it there.
+    Adopt(Box<Adopt>),
+    /// Set (`Some`) or delete (`None`) the retained message of `subject`.
+    Retain {
+        /// Subject in NATS spelling.
+        subject: Bytes,
+        /// Process-wide order of retained updates; the newest wins.
+        seq: u64,
+        /// The message, detached from any read buffer.
+        message: Option<Message>,
+    },
+}
+
+/// An MQTT connection handed to its session's home shard right after its CONNECT was read.
+#[derive(Debug)]
+pub struct Adopt {
+    /// The socket (a duplicate of the accepting shard's descriptor, which was closed).
+    pub fd: std::os::fd::OwnedFd,
+    /// Peer address.
+    pub addr: std::net::SocketAddr,
+    /// The decoded CONNECT, client id already assigned if it was empty.
+    pub connect: Box<crate::protocol::mqtt::packet::Connect>,
+    /// True if the broker assigned the client id.
+    pub assigned: bool,
+    /// Bytes read after the CONNECT packet.
+    pub rest: Bytes,
 }
 
 /// A message with the delivery duties of the receiving shard.

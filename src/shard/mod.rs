@@ -8,13 +8,16 @@
 pub mod accept;
 pub mod conn;
 pub mod mesh;
+pub mod mqtt;
 pub mod nats;
+pub mod session;
 
 use crate::config::Config;
 use crate::message::Message;
 use crate::protocol::nats::codec::{self, Limits};
 use crate::router::interest::InterestMap;
 use crate::router::local::{LocalRouter, Subscription};
+use crate::router::retained::Retained;
 use crate::stats::ShardStats;
 use ahash::AHashMap;
 use bytes::{Bytes, BytesMut};
@@ -54,6 +57,10 @@ pub struct Identity {
     pub name: String,
     /// The NATS listen address actually bound.
     pub nats_addr: SocketAddr,
+    /// The MQTT listen address actually bound.
+    pub mqtt_addr: SocketAddr,
+    /// Orders retained-message updates across shards (the newest wins on every replica).
+    pub retain_seq: std::sync::atomic::AtomicU64,
     /// Set when the process is asked to stop.
     pub shutdown: AtomicBool,
     /// Per shard: the epoch of its latest interest change, stored the moment it makes one.
@@ -76,6 +83,15 @@ pub struct NatsFlags {
     pub headers: bool,
     /// Wants 503 status messages.
     pub no_responders: bool,
+}
+
+/// The protocol a connection speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// Core NATS client protocol.
+    Nats,
+    /// MQTT 3.1.1 or 5.0.
+    Mqtt,
 }
 
 /// A connection slot: the per-connection state the shard reaches from any task.
@@ -113,6 +129,12 @@ pub struct Conn {
     pub last_sync: Option<std::time::Instant>,
     /// Pending output is over 3/4 of max_pending: producers wait for it (bounded).
     pub stalled: bool,
+    /// The protocol spoken.
+    pub protocol: Protocol,
+    /// MQTT: the session this connection serves; `None` before CONNECT or once taken over.
+    pub session: Option<u32>,
+    /// MQTT: the connection is closed if no packet arrives before this (1.5 x keep alive).
+    pub keepalive_deadline: Option<std::time::Instant>,
 }
 
 /// Everything one core owns.
@@ -142,6 +164,11 @@ pub struct Shard {
     /// Per peer: the highest interest epoch of that peer applied here.
     interest_applied: RefCell<Vec<u64>>,
     interest_waiters: RefCell<Vec<Waker>>,
+    sessions: RefCell<Slab<session::Session>>,
+    session_ids: RefCell<AHashMap<Bytes, u32>>,
+    store: RefCell<Box<dyn session::SessionStore>>,
+    retained: RefCell<Retained>,
+    adopted: RefCell<Vec<mesh::Adopt>>,
 }
 
 impl Shard {
@@ -175,11 +202,16 @@ impl Shard {
             drain_waiters: RefCell::new(Vec::new()),
             interest_applied: RefCell::new(vec![0; count]),
             interest_waiters: RefCell::new(Vec::new()),
+            sessions: RefCell::new(Slab::new()),
+            session_ids: RefCell::new(AHashMap::new()),
+            store: RefCell::new(Box::new(session::MemoryStore)),
+            retained: RefCell::new(Retained::default()),
+            adopted: RefCell::new(Vec::new()),
         }
     }
 
     /// Opens a slot for a new connection; returns (slot, cid).
-    pub fn open_conn(&self, addr: SocketAddr) -> (u32, u64) {
+    pub fn open_conn(&self, addr: SocketAddr, protocol: Protocol) -> (u32, u64) {
         let seq = self.next_seq.get();
         self.next_seq.set(seq + 1);
         let cid = seq * self.count as u64 + self.id as u64;
@@ -209,6 +241,9 @@ impl Shard {
             queued_msgs: 0,
             last_sync: None,
             stalled: false,
+            protocol,
+            session: None,
+            keepalive_deadline: None,
         };
         let slot = u32::try_from(self.conns.borrow_mut().insert(conn))
             .expect("fewer than 2^32 connections");
@@ -353,42 +388,58 @@ impl Shard {
     /// Adds a subscription for a local connection and propagates the interest.
     /// Returns the subscription id.
     pub fn subscribe(&self, slot: u32, sid: Bytes, subject: Bytes, queue: Bytes) -> u32 {
-        let id = self.router.borrow_mut().subscribe(Subscription {
+        let (id, epoch) = self.add_subscription(Subscription {
             conn: slot,
             sid: sid.clone(),
-            subject: subject.clone(),
-            queue: queue.clone(),
+            subject,
+            queue,
             max: None,
             delivered: 0,
+            mqtt: None,
         });
         let previous = self.with_conn(slot, |c| c.sids.insert(sid, id));
         if let Some(old) = previous {
             // A reused sid replaces the old subscription, as nats-server does.
             self.unsubscribe(old);
         }
-        ShardStats::add(&self.stats.subscriptions, 1);
-        let count = self.router.borrow().count(&subject, &queue);
-        if !queue.is_empty() || count == 1 {
-            let epoch = self.interest_changed(&subject, &queue, count);
+        if let Some(epoch) = epoch {
             self.with_conn(slot, |c| c.required_epoch = epoch);
         }
         id
+    }
+
+    /// Adds a subscription to the router and propagates the interest. Returns its id and, if
+    /// other shards were told, the epoch to wait for before the subscription is seen everywhere.
+    fn add_subscription(&self, subscription: Subscription) -> (u32, Option<u64>) {
+        let (subject, queue) = (subscription.subject.clone(), subscription.queue.clone());
+        let id = self.router.borrow_mut().subscribe(subscription);
+        ShardStats::add(&self.stats.subscriptions, 1);
+        let count = self.router.borrow().count(&subject, &queue);
+        let epoch = (!queue.is_empty() || count == 1)
+            .then(|| self.interest_changed(&subject, &queue, count));
+        (id, epoch)
     }
 
     /// Removes a subscription and propagates the interest change.
     pub fn unsubscribe(&self, id: u32) {
         let Some(sub) = self.router.borrow_mut().unsubscribe(id) else { return };
         ShardStats::sub(&self.stats.subscriptions, 1);
-        if let Some(conn) = self.conns.borrow_mut().get_mut(sub.conn as usize) {
-            if conn.sids.get(&sub.sid) == Some(&id) {
-                conn.sids.remove(&sub.sid);
+        // An MQTT subscription's `conn` is its session slot; only NATS ones have sids.
+        let nats_slot = sub.mqtt.is_none().then_some(sub.conn as usize);
+        if let Some(slot) = nats_slot {
+            if let Some(conn) = self.conns.borrow_mut().get_mut(slot) {
+                if conn.sids.get(&sub.sid) == Some(&id) {
+                    conn.sids.remove(&sub.sid);
+                }
             }
         }
         let count = self.router.borrow().count(&sub.subject, &sub.queue);
         if !sub.queue.is_empty() || count == 0 {
             let epoch = self.interest_changed(&sub.subject, &sub.queue, count);
-            if let Some(conn) = self.conns.borrow_mut().get_mut(sub.conn as usize) {
-                conn.required_epoch = epoch;
+            if let Some(slot) = nats_slot {
+                if let Some(conn) = self.conns.borrow_mut().get_mut(slot) {
+                    conn.required_epoch = epoch;
+                }
             }
         }
     }
@@ -434,11 +485,22 @@ impl Shard {
                 return Routed::AwaitSync;
             }
         }
+        drop(interest);
+        self.route(Some(origin), message);
+        Routed::Done
+    }
+
+    /// Routes a message now, without waiting for other shards. `origin` is the publishing
+    /// connection on this shard, if any (a will has none).
+    pub fn route(&self, origin: Option<u32>, message: &Message) {
+        let interest = self.interest.borrow_mut().matches(&message.subject);
         ShardStats::add(&self.stats.in_msgs, 1);
         ShardStats::add(&self.stats.in_bytes, message.size() as u64);
         if interest.is_empty() {
-            self.no_responders(origin, message);
-            return Routed::Done;
+            if let Some(origin) = origin {
+                self.no_responders(origin, message);
+            }
+            return;
         }
         let mut picks: SmallVec<[u8; 4]> = SmallVec::new();
         let mut targets = interest.plain_mask;
@@ -459,14 +521,13 @@ impl Shard {
                 .map(|(queue, _)| queue.name.clone())
                 .collect();
             if target == self.id {
-                self.deliver(message, plain, &queues, Some(origin), 0);
+                self.deliver(message, plain, &queues, origin, 0);
             } else {
                 let envelope = Envelope { message: message.clone(), plain, queues, hops: 0 };
                 ShardStats::add(&self.stats.mesh_msgs_out, 1);
                 self.mesh.push(target, MeshOp::Deliver(envelope));
             }
         }
-        Routed::Done
     }
 
     /// Waits until every other shard has processed everything queued to it before now and
@@ -531,6 +592,10 @@ impl Shard {
                 }
                 MeshOp::Sync { epoch } => self.mesh.push(from, MeshOp::InterestAck { epoch }),
                 MeshOp::InterestAck { epoch } => self.mesh.acked(from, epoch),
+                MeshOp::Adopt(adopt) => self.adopted.borrow_mut().push(*adopt),
+                MeshOp::Retain { subject, seq, message } => {
+                    self.retained.borrow_mut().apply(subject, seq, message);
+                }
             }
         }
         self.mesh.stage_all();
@@ -548,9 +613,12 @@ impl Shard {
     ) {
         let matched = self.router.borrow_mut().matches(&message.subject);
         let no_echo = origin.filter(|slot| !self.with_conn(*slot, |c| c.flags.echo));
+        // MQTT No Local compares sessions: a session's subscriptions live on its own shard,
+        // where its publishes are routed from, so the origin is always local when it matters.
+        let origin_session = origin.and_then(|slot| self.with_conn(slot, |c| c.session));
         if plain {
             for id in &matched.plain {
-                self.deliver_one(*id, message, no_echo);
+                self.deliver_one(*id, message, no_echo, origin_session);
             }
         }
         for name in queues {
@@ -559,7 +627,8 @@ impl Shard {
                 Some(members) if !members.is_empty() => {
                     let turn = self.round_robin.get().wrapping_add(1);
                     self.round_robin.set(turn);
-                    self.deliver_one(members[turn as usize % members.len()], message, no_echo);
+                    let member = members[turn as usize % members.len()];
+                    self.deliver_one(member, message, no_echo, origin_session);
                 }
                 _ => self.redirect(message, name, hops),
             }
@@ -603,9 +672,21 @@ impl Shard {
         ShardStats::add(&self.stats.dropped_no_queue_member, 1);
     }
 
-    fn deliver_one(&self, id: u32, message: &Message, no_echo: Option<u32>) {
+    fn deliver_one(
+        &self,
+        id: u32,
+        message: &Message,
+        no_echo: Option<u32>,
+        origin_session: Option<u32>,
+    ) {
         let mut router = self.router.borrow_mut();
         let Some(sub) = router.get_mut(id) else { return };
+        if let Some(mqtt) = sub.mqtt {
+            let session = sub.conn;
+            drop(router);
+            self.deliver_mqtt(session, mqtt, message, origin_session);
+            return;
+        }
         if no_echo == Some(sub.conn) {
             return;
         }
@@ -629,8 +710,11 @@ impl Shard {
     }
 
     /// After output was appended: enforce max_pending, then wake the writer once per tick.
+    /// MQTT connections bound their output before appending (QoS 0 drops, session queues), so
+    /// they are never cut and never stall producers here.
     fn after_append(&self, conn: &mut Conn) {
-        if (conn.out.len() + conn.writing) as u64 > self.config.nats.max_pending {
+        if conn.protocol == Protocol::Mqtt {
+        } else if (conn.out.len() + conn.writing) as u64 > self.config.nats.max_pending {
             // Slow consumer: what could not be sent is dropped and counted, the client is told
             // why and closed. Other connections are untouched.
             ShardStats::add(&self.stats.slow_consumers, 1);
@@ -660,6 +744,7 @@ impl Shard {
             reply: Bytes::new(),
             headers: Bytes::from_static(codec::NO_RESPONDERS_HEADERS),
             payload: Bytes::new(),
+            meta: Default::default(),
         };
         let matched = self.router.borrow_mut().matches(&status.subject);
         let own: SmallVec<[u32; 2]> = {
@@ -672,7 +757,7 @@ impl Shard {
                 .collect()
         };
         for id in own {
-            self.deliver_one(id, &status, None);
+            self.deliver_one(id, &status, None, None);
         }
         let expired: SmallVec<[u32; 4]> = self.expired.borrow_mut().drain(..).collect();
         for id in expired {
@@ -686,7 +771,7 @@ impl Shard {
         let mut stale: SmallVec<[u32; 4]> = SmallVec::new();
         let mut conns = self.conns.borrow_mut();
         for (slot, conn) in conns.iter_mut() {
-            if conn.closing {
+            if conn.closing || conn.protocol == Protocol::Mqtt {
                 continue;
             }
             if conn.active {

@@ -6,4 +6,5 @@
 //! the codec decodes packets from either direction so that it can check itself by round trips.
 
 pub mod codec;
+pub mod interop;
 pub mod packet;

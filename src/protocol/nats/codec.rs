@@ -109,6 +109,7 @@ pub fn decode(buf: &mut BytesMut, limits: &Limits) -> Result<Option<ClientOp>, D
             reply: frame.slice(reply.0..reply.1),
             headers: Bytes::new(),
             payload: frame.slice(head_len..head_len + size),
+            meta: Default::default(),
         })));
     }
     if op.eq_ignore_ascii_case(b"HPUB") {
@@ -131,6 +132,7 @@ pub fn decode(buf: &mut BytesMut, limits: &Limits) -> Result<Option<ClientOp>, D
             reply: frame.slice(reply.0..reply.1),
             headers: frame.slice(head_len..body),
             payload: frame.slice(body..head_len + total),
+            meta: Default::default(),
         })));
     }
     if op.eq_ignore_ascii_case(b"SUB") {

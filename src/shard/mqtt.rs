@@ -1,0 +1,1269 @@
+//! The MQTT side of a shard: the CONNECT handshake and hand-off to the session's home shard,
+//! the per-connection packet loop, and the session operations (deliveries, QoS 1/2 flows,
+//! wills, retained messages, expiry) that the fan-out calls.
+//!
+//! Ownership: a connection is read on the shard that accepted it only until its CONNECT is
+//! decoded; then it moves (socket and already-read bytes) to `home_shard(client_id)`, which owns
+//! the session, its subscriptions, inflight window and queue. All of a session's state is
+//! therefore touched by one thread, and a takeover is a local operation.
+
+use super::conn::{read_some, write_loop, Half};
+use super::mesh::{Adopt, MeshOp};
+use super::session::{Inflight, Pending, Session, SessionSub, Stage};
+use super::{Protocol, Routed, Shard};
+use crate::message::{Message, Meta, MqttProperties};
+use crate::protocol::mqtt::codec::{self, DecodeError};
+use crate::protocol::mqtt::interop;
+use crate::protocol::mqtt::packet::{
+    ConnAck, ConnAckProperties, Connect, Disconnect, DisconnectProperties, Packet, PubAck, Publish,
+    PublishProperties, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
+    Version, Will,
+};
+use crate::protocol::subject::{self, TopicError};
+use crate::router::local::{MqttSub, Subscription};
+use crate::stats::ShardStats;
+use bytes::{Bytes, BytesMut};
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use smallvec::SmallVec;
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often a shard checks keep-alive deadlines, delayed wills and session expiry.
+pub const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Bytes read per call while waiting for CONNECT.
+const CONNECT_READ_BYTES: usize = 4096;
+
+/// How a connection ended, as far as its will is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Exit {
+    /// DISCONNECT with reason 0x00: the will is discarded.
+    Normal,
+    /// Anything else: the will is published (after its delay).
+    Unclean,
+}
+
+/// Serves a connection accepted on this shard's MQTT listener: reads CONNECT, refuses what
+/// must be refused, then serves it here or hands it to the client id's home shard.
+pub async fn serve_accepted(shard: Rc<Shard>, mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let deadline = Duration::from_millis(shard.config.nats.write_deadline_ms);
+    if stream.set_write_timeout(Some(deadline)).is_err() {
+        return;
+    }
+    let Ok(addr) = stream.peer_addr() else { return };
+    let Some((mut connect, rest)) = read_connect(&shard, &mut stream).await else { return };
+    let version = connect.version;
+    if version == Version::V5_0 && connect.properties.authentication_method.is_some() {
+        // No enhanced authentication method is offered (yet): 0x8C, as [MQTT-4.12.0-1] asks.
+        refuse(&shard, stream, version, ReasonCode::BAD_AUTHENTICATION_METHOD).await;
+        return;
+    }
+    if let Some(will) = &connect.will {
+        if subject::mqtt_topic_to_subject(&will.topic).is_err() {
+            let code = match version {
+                Version::V5_0 => ReasonCode::TOPIC_NAME_INVALID,
+                Version::V3_1_1 => ReasonCode::V3_IDENTIFIER_REJECTED,
+            };
+            refuse(&shard, stream, version, code).await;
+            return;
+        }
+    }
+    let mut assigned = false;
+    if connect.client_id.is_empty() {
+        if version == Version::V3_1_1 && !connect.clean_start {
+            // [MQTT-3.1.3-8]: a zero-byte client id needs clean session 1 in 3.1.1.
+            refuse(&shard, stream, version, ReasonCode::V3_IDENTIFIER_REJECTED).await;
+            return;
+        }
+        connect.client_id = Bytes::from(format!("isthmus-{:016x}", fastrand::u64(..)));
+        assigned = true;
+    }
+    let home = interop::home_shard(&connect.client_id, shard.count);
+    if home == shard.id {
+        run(shard, stream, addr, connect, assigned, rest).await;
+        return;
+    }
+    match duplicate_fd(&stream) {
+        Ok(fd) => {
+            ShardStats::add(&shard.stats.mqtt_handoffs, 1);
+            let adopt = Adopt { fd, addr, connect, assigned, rest: rest.freeze() };
+            shard.mesh.push(home, MeshOp::Adopt(Box::new(adopt)));
+            shard.mesh.stage_all();
+            // Dropping our stream closes our descriptor; the home shard's duplicate keeps the
+            // socket open.
+            drop(stream);
+        }
+        Err(error) => tracing::warn!(%error, "cannot hand an MQTT connection to its home shard"),
+    }
+}
+
+/// Serves a connection another shard handed over.
+pub async fn serve_adopted(shard: Rc<Shard>, adopt: Adopt) {
+    let stream = adopt_fd(adopt.fd);
+    let deadline = Duration::from_millis(shard.config.nats.write_deadline_ms);
+    if stream.set_write_timeout(Some(deadline)).is_err() {
+        return;
+    }
+    let rest = BytesMut::from(&adopt.rest[..]);
+    run(shard, stream, adopt.addr, adopt.connect, adopt.assigned, rest).await;
+}
+
+/// Duplicates the socket's descriptor so that it can move to another executor.
+#[allow(unsafe_code)]
+fn duplicate_fd(stream: &TcpStream) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    // SAFETY: the descriptor belongs to `stream`, which outlives this borrow; the duplicate is
+    // a new descriptor owned by the returned `OwnedFd`.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    borrowed.try_clone_to_owned()
+}
+
+/// Makes a descriptor handed over by another shard a stream of this executor.
+#[allow(unsafe_code)]
+fn adopt_fd(fd: std::os::fd::OwnedFd) -> TcpStream {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    // SAFETY: `into_raw_fd` gives up ownership of an open socket descriptor; the stream takes
+    // it over and is its only owner. (glommio 0.9 builds streams from socket2 0.4, which has
+    // no safe conversion from `OwnedFd`.)
+    unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) }
+}
+
+/// Reads until a whole CONNECT is decoded. Answers and closes on anything else.
+async fn read_connect(shard: &Shard, stream: &mut TcpStream) -> Option<(Box<Connect>, BytesMut)> {
+    let started = Instant::now();
+    let limit = Duration::from_millis(shard.config.mqtt.connect_timeout_ms);
+    let max = shard.config.mqtt.max_packet_bytes;
+    let mut buf = BytesMut::new();
+    let mut chunk = vec![0u8; CONNECT_READ_BYTES];
+    loop {
+        match codec::decode(&mut buf, Version::V3_1_1, max) {
+            Ok(Some(Packet::Connect(connect))) => return Some((connect, buf)),
+            Ok(Some(_)) => {
+                // [MQTT-3.1.0-1]: the first packet must be CONNECT; close without answering.
+                ShardStats::add(&shard.stats.protocol_errors, 1);
+                return None;
+            }
+            Ok(None) => {}
+            Err(error) => {
+                ShardStats::add(&shard.stats.protocol_errors, 1);
+                let level = connect_level(&buf);
+                let reply = match error {
+                    DecodeError::UnsupportedProtocolVersion | DecodeError::InvalidProtocolName => {
+                        // 3.1 (MQIsdp) and unknown levels: the 3.1.1 return code 0x01, which
+                        // every version's client understands [MQTT-3.1.2-2].
+                        Some((Version::V3_1_1, ReasonCode::V3_UNACCEPTABLE_PROTOCOL_VERSION))
+                    }
+                    _ if level == Some(5) => Some((Version::V5_0, error.reason_code())),
+                    _ => None,
+                };
+                if let Some((version, code)) = reply {
+                    let mut out = BytesMut::new();
+                    codec::encode(&Packet::ConnAck(Box::new(connack(code))), version, &mut out);
+                    let _ = stream.write_all(&out).await;
+                }
+                let _ = stream.close().await;
+                tracing::debug!(%error, "MQTT CONNECT refused");
+                return None;
+            }
+        }
+        let left = limit.checked_sub(started.elapsed())?;
+        let read = futures_lite::future::or(async { Some(stream.read(&mut chunk).await) }, async {
+            glommio::timer::sleep(left).await;
+            None
+        })
+        .await;
+        match read {
+            Some(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return None,
+        }
+    }
+}
+
+/// The protocol level of a CONNECT at the front of `buf`, if enough of it is there.
+fn connect_level(buf: &[u8]) -> Option<u8> {
+    let mut i = 1;
+    while *buf.get(i)? & 0x80 != 0 {
+        i += 1;
+    }
+    let name_len = usize::from(u16::from_be_bytes([*buf.get(i + 1)?, *buf.get(i + 2)?]));
+    buf.get(i + 3 + name_len).copied()
+}
+
+fn connack(code: ReasonCode) -> ConnAck {
+    ConnAck { session_present: false, reason_code: code, properties: ConnAckProperties::default() }
+}
+
+async fn refuse(shard: &Shard, mut stream: TcpStream, version: Version, code: ReasonCode) {
+    ShardStats::add(&shard.stats.protocol_errors, 1);
+    let mut out = BytesMut::new();
+    codec::encode(&Packet::ConnAck(Box::new(connack(code))), version, &mut out);
+    let _ = stream.write_all(&out).await;
+    let _ = stream.close().await;
+}
+
+/// What the packet loop of one connection keeps for itself.
+struct ConnState {
+    version: Version,
+    /// Inbound topic aliases (index = alias - 1).
+    aliases: Vec<Option<Bytes>>,
+    keep_alive: Option<Duration>,
+    /// Session Expiry Interval from CONNECT was 0 (DISCONNECT may then not raise it).
+    expiry_was_zero: bool,
+    /// Room for translated subjects, so that most publishes allocate nothing.
+    arena: BytesMut,
+}
+
+async fn run(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    addr: SocketAddr,
+    connect: Box<Connect>,
+    assigned: bool,
+    mut buf: BytesMut,
+) {
+    let stream = Rc::new(RefCell::new(stream));
+    let (slot, _cid) = shard.open_conn(addr, Protocol::Mqtt);
+    let version = connect.version;
+    let (session, present, capped_expiry) = shard.mqtt_attach(slot, &connect);
+    let mut keep_alive = connect.keep_alive_seconds;
+    let server_max = shard.config.mqtt.server_keep_alive_s;
+    let mut server_keep_alive = None;
+    if version == Version::V5_0 && server_max > 0 && (keep_alive == 0 || keep_alive > server_max) {
+        keep_alive = server_max;
+        server_keep_alive = Some(server_max);
+    }
+    let mut ack = connack(ReasonCode::SUCCESS);
+    ack.session_present = present;
+    if version == Version::V5_0 {
+        let config = &shard.config.mqtt;
+        let p = &mut ack.properties;
+        p.receive_maximum = Some(config.receive_maximum);
+        p.maximum_packet_size = Some(config.max_packet_bytes);
+        p.topic_alias_maximum = Some(config.topic_alias_maximum);
+        p.assigned_client_identifier = assigned.then(|| connect.client_id.clone());
+        p.session_expiry_interval = capped_expiry;
+        p.server_keep_alive = server_keep_alive;
+    }
+    shard.send(slot, |out| codec::encode(&Packet::ConnAck(Box::new(ack)), version, out));
+    shard.mqtt_resume(session);
+    let mut state = ConnState {
+        version,
+        aliases: vec![None; usize::from(shard.config.mqtt.topic_alias_maximum)],
+        keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
+        expiry_was_zero: connect.properties.session_expiry_interval.unwrap_or(0) == 0,
+        arena: BytesMut::new(),
+    };
+    drop(connect);
+    glommio::spawn_local(write_loop(Rc::clone(&shard), slot, Half(Rc::clone(&stream)))).detach();
+    let exit = read_loop(&shard, slot, &mut state, Half(stream), &mut buf).await;
+    shard.mqtt_detach(slot, exit == Exit::Unclean);
+    shard.task_done(slot);
+}
+
+async fn read_loop(
+    shard: &Shard,
+    slot: u32,
+    state: &mut ConnState,
+    mut reader: Half,
+    buf: &mut BytesMut,
+) -> Exit {
+    let max = shard.config.mqtt.max_packet_bytes;
+    loop {
+        if let Some(keep_alive) = state.keep_alive {
+            let deadline = Instant::now() + keep_alive;
+            shard.with_conn(slot, |c| c.keepalive_deadline = Some(deadline));
+        }
+        loop {
+            match codec::decode(buf, state.version, max) {
+                Ok(Some(packet)) => {
+                    if let Some(exit) = handle(shard, slot, state, packet).await {
+                        return exit;
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::debug!(%error, "MQTT packet refused");
+                    fail(shard, slot, state.version, error.reason_code());
+                    return Exit::Unclean;
+                }
+            }
+        }
+        shard.mesh.stage_all();
+        shard.mesh.wait_for_room().await;
+        if shard.with_conn(slot, |c| c.closing) || !read_some(shard, slot, &mut reader, buf).await {
+            return Exit::Unclean;
+        }
+    }
+}
+
+/// Ends the connection for a protocol violation: 5.0 sends DISCONNECT with `code` first.
+fn fail(shard: &Shard, slot: u32, version: Version, code: ReasonCode) {
+    ShardStats::add(&shard.stats.protocol_errors, 1);
+    if version == Version::V5_0 {
+        let disconnect =
+            Disconnect { reason_code: code, properties: DisconnectProperties::default() };
+        shard.send(slot, |out| codec::encode(&Packet::Disconnect(disconnect), version, out));
+    }
+    shard.close(slot);
+}
+
+fn send(shard: &Shard, slot: u32, version: Version, packet: Packet) {
+    shard.send(slot, |out| codec::encode(&packet, version, out));
+}
+
+fn ack(packet_id: u16, reason_code: ReasonCode) -> PubAck {
+    PubAck { packet_id, reason_code, properties: Default::default() }
+}
+
+/// Applies one packet. `Some(exit)` ends the connection.
+async fn handle(shard: &Shard, slot: u32, state: &mut ConnState, packet: Packet) -> Option<Exit> {
+    let version = state.version;
+    let Some(session) = shard.with_conn(slot, |c| c.session) else {
+        // Taken over: the session belongs to another connection now.
+        return Some(Exit::Unclean);
+    };
+    match packet {
+        Packet::Publish(publish) => return on_publish(shard, slot, session, state, publish).await,
+        Packet::PubAck(a) => shard.mqtt_acked(session, a.packet_id, 1),
+        Packet::PubRec(a) => {
+            let known = shard.mqtt_received(session, a.packet_id, a.reason_code);
+            if a.reason_code.0 < 0x80 {
+                let code = if known || version == Version::V3_1_1 {
+                    ReasonCode::SUCCESS
+                } else {
+                    ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+                };
+                send(shard, slot, version, Packet::PubRel(ack(a.packet_id, code)));
+            }
+        }
+        Packet::PubComp(a) => shard.mqtt_acked(session, a.packet_id, 2),
+        Packet::PubRel(a) => {
+            let known = shard.with_session(session, |s| {
+                let index = s.incoming_qos2.iter().position(|id| *id == a.packet_id);
+                index.map(|i| s.incoming_qos2.swap_remove(i)).is_some()
+            });
+            let code = if known || version == Version::V3_1_1 {
+                ReasonCode::SUCCESS
+            } else {
+                ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+            };
+            send(shard, slot, version, Packet::PubComp(ack(a.packet_id, code)));
+        }
+        Packet::Subscribe(subscribe) => {
+            return on_subscribe(shard, slot, session, version, subscribe).await
+        }
+        Packet::Unsubscribe(unsubscribe) => {
+            on_unsubscribe(shard, slot, session, version, unsubscribe)
+        }
+        Packet::PingReq => send(shard, slot, version, Packet::PingResp),
+        Packet::Disconnect(disconnect) => {
+            if let Some(expiry) = disconnect.properties.session_expiry_interval {
+                if state.expiry_was_zero && expiry > 0 {
+                    // [MQTT-3.14.2-2]
+                    fail(shard, slot, version, ReasonCode::PROTOCOL_ERROR);
+                    return Some(Exit::Unclean);
+                }
+                let capped = expiry.min(shard.config.mqtt.max_session_expiry_s);
+                shard.with_session(session, |s| s.expiry_s = capped);
+            }
+            shard.close(slot);
+            return Some(if disconnect.reason_code == ReasonCode::DISCONNECT_WITH_WILL_MESSAGE {
+                Exit::Unclean
+            } else {
+                Exit::Normal
+            });
+        }
+        // No authentication method was agreed at CONNECT, so AUTH is a protocol error
+        // [MQTT-3.15.0-?]; a second CONNECT is one too [MQTT-3.1.0-2]; the rest only servers send.
+        Packet::Auth(_)
+        | Packet::Connect(_)
+        | Packet::ConnAck(_)
+        | Packet::SubAck(_)
+        | Packet::UnsubAck(_)
+        | Packet::PingResp => {
+            fail(shard, slot, version, ReasonCode::PROTOCOL_ERROR);
+            return Some(Exit::Unclean);
+        }
+    }
+    None
+}
+
+async fn on_publish(
+    shard: &Shard,
+    slot: u32,
+    session: u32,
+    state: &mut ConnState,
+    publish: Publish,
+) -> Option<Exit> {
+    let version = state.version;
+    let Publish { qos, retain, topic, packet_id, payload, properties, .. } = publish;
+    if !properties.subscription_identifiers.is_empty() {
+        // [MQTT-3.3.4-6]: only the server sends Subscription Identifiers.
+        fail(shard, slot, version, ReasonCode::PROTOCOL_ERROR);
+        return Some(Exit::Unclean);
+    }
+    let topic = match properties.topic_alias {
+        Some(alias) => {
+            let Some(entry) = state.aliases.get_mut(usize::from(alias) - 1) else {
+                // [MQTT-3.3.2-9]: over the Topic Alias Maximum we sent.
+                fail(shard, slot, version, ReasonCode::TOPIC_ALIAS_INVALID);
+                return Some(Exit::Unclean);
+            };
+            if topic.is_empty() {
+                match entry {
+                    Some(known) => known.clone(),
+                    None => {
+                        fail(shard, slot, version, ReasonCode::PROTOCOL_ERROR);
+                        return Some(Exit::Unclean);
+                    }
+                }
+            } else {
+                // Kept for the connection's life: copied so no read buffer stays pinned.
+                *entry = Some(Bytes::copy_from_slice(&topic));
+                topic
+            }
+        }
+        None => topic,
+    };
+    let qos_bits = qos as u8;
+    if qos == QoS::ExactlyOnce {
+        let (duplicate, held) = shard.with_session(session, |s| {
+            (s.incoming_qos2.contains(&packet_id), s.incoming_qos2.len())
+        });
+        if duplicate {
+            // Routed when first received (the spec's "method B"); answer the resend only.
+            send(shard, slot, version, Packet::PubRec(ack(packet_id, ReasonCode::SUCCESS)));
+            return None;
+        }
+        if held >= usize::from(shard.config.mqtt.receive_maximum) {
+            fail(shard, slot, version, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
+            return Some(Exit::Unclean);
+        }
+    }
+    let subject = match subject::mqtt_topic_to_subject(&topic) {
+        Ok(Cow::Borrowed(_)) => topic.clone(),
+        Ok(Cow::Owned(translated)) => arena_bytes(&mut state.arena, &translated),
+        Err(error) => {
+            ShardStats::add(&shard.stats.mqtt_dropped_bad_topic, 1);
+            tracing::debug!(%error, "MQTT publish topic refused");
+            let code = match error {
+                TopicError::UnsupportedCharacter => ReasonCode::TOPIC_NAME_INVALID,
+                _ => ReasonCode::TOPIC_NAME_INVALID,
+            };
+            match (version, qos) {
+                (Version::V5_0, QoS::AtLeastOnce) => {
+                    send(shard, slot, version, Packet::PubAck(ack(packet_id, code)))
+                }
+                (Version::V5_0, QoS::ExactlyOnce) => {
+                    send(shard, slot, version, Packet::PubRec(ack(packet_id, code)))
+                }
+                (Version::V3_1_1, QoS::AtLeastOnce) => {
+                    send(shard, slot, version, Packet::PubAck(ack(packet_id, ReasonCode::SUCCESS)))
+                }
+                (Version::V3_1_1, QoS::ExactlyOnce) => {
+                    send(shard, slot, version, Packet::PubRec(ack(packet_id, ReasonCode::SUCCESS)))
+                }
+                _ => {}
+            }
+            return None;
+        }
+    };
+    let message = mqtt_message(
+        topic,
+        subject,
+        qos_bits,
+        retain,
+        payload,
+        MessageProperties {
+            payload_format_indicator: properties.payload_format_indicator,
+            message_expiry_interval: properties.message_expiry_interval,
+            content_type: properties.content_type,
+            response_topic: properties.response_topic,
+            correlation_data: properties.correlation_data,
+            user_properties: properties.user_properties,
+        },
+    );
+    if retain {
+        shard.mqtt_retain(&message);
+    }
+    match shard.publish(slot, &message, false) {
+        Routed::Done => {}
+        wait => {
+            match wait {
+                Routed::AwaitSync => shard.sync_peers(slot).await,
+                _ => shard.wait_for_peer_interest().await,
+            }
+            shard.publish(slot, &message, true);
+        }
+    }
+    match qos {
+        QoS::AtMostOnce => {}
+        QoS::AtLeastOnce => {
+            send(shard, slot, version, Packet::PubAck(ack(packet_id, ReasonCode::SUCCESS)))
+        }
+        QoS::ExactlyOnce => {
+            shard.with_session(session, |s| s.incoming_qos2.push(packet_id));
+            send(shard, slot, version, Packet::PubRec(ack(packet_id, ReasonCode::SUCCESS)));
+        }
+    }
+    None
+}
+
+/// Copies `data` into the arena and returns it as `Bytes`; the arena allocates a new chunk
+/// only when the old one is used up, so translated subjects cost no allocation each.
+fn arena_bytes(arena: &mut BytesMut, data: &[u8]) -> Bytes {
+    if arena.capacity() - arena.len() < data.len() {
+        *arena = BytesMut::with_capacity(data.len().max(4096));
+    }
+    arena.extend_from_slice(data);
+    arena.split().freeze()
+}
+
+/// The 5.0 properties a publish or will carries on to subscribers.
+struct MessageProperties {
+    payload_format_indicator: Option<u8>,
+    message_expiry_interval: Option<u32>,
+    content_type: Option<Bytes>,
+    response_topic: Option<Bytes>,
+    correlation_data: Option<Bytes>,
+    user_properties: Vec<(Bytes, Bytes)>,
+}
+
+/// The routed message for an MQTT publish (or will).
+fn mqtt_message(
+    topic: Bytes,
+    subject: Bytes,
+    qos: u8,
+    retain: bool,
+    payload: Bytes,
+    p: MessageProperties,
+) -> Message {
+    let (headers, _skipped) = interop::nats_headers(qos, &p.user_properties);
+    let reply = match &p.response_topic {
+        Some(response) => match subject::mqtt_topic_to_subject(response) {
+            Ok(target) => interop::reply_subject(&target, p.correlation_data.as_deref()),
+            Err(_) => Bytes::new(),
+        },
+        None => Bytes::new(),
+    };
+    let any = p.payload_format_indicator.is_some()
+        || p.message_expiry_interval.is_some()
+        || p.content_type.is_some()
+        || p.response_topic.is_some()
+        || p.correlation_data.is_some()
+        || !p.user_properties.is_empty();
+    let properties = any.then(|| {
+        Arc::new(MqttProperties {
+            payload_format_indicator: p.payload_format_indicator,
+            expires_at: p
+                .message_expiry_interval
+                .map(|s| Instant::now() + Duration::from_secs(u64::from(s))),
+            content_type: p.content_type,
+            response_topic: p.response_topic,
+            correlation_data: p.correlation_data,
+            user_properties: p.user_properties,
+        })
+    });
+    Message {
+        subject,
+        reply,
+        headers,
+        payload,
+        meta: Meta { from_mqtt: true, qos, retain, topic, properties },
+    }
+}
+
+async fn on_subscribe(
+    shard: &Shard,
+    slot: u32,
+    session: u32,
+    version: Version,
+    subscribe: Subscribe,
+) -> Option<Exit> {
+    let identifier = subscribe.properties.subscription_identifier.unwrap_or(0);
+    let mut codes = Vec::with_capacity(subscribe.filters.len());
+    let mut retained = Vec::new();
+    let mut epoch = None;
+    for (filter, options) in &subscribe.filters {
+        match shard.mqtt_subscribe(session, version, filter, *options, identifier) {
+            Ok(done) => {
+                codes.push(ReasonCode(options.qos as u8));
+                epoch = epoch.max(done.epoch);
+                retained.extend(done.retained);
+            }
+            Err(code) if code == ReasonCode::PROTOCOL_ERROR => {
+                fail(shard, slot, version, code);
+                return Some(Exit::Unclean);
+            }
+            Err(code) => codes.push(code),
+        }
+    }
+    // Like a NATS PONG after SUB: the SUBACK leaves once every shard routes to the new
+    // subscriptions, so a publish the client triggers after SUBACK is never missed.
+    shard.mesh.stage_all();
+    if let Some(epoch) = epoch {
+        shard.mesh.wait_for_epoch(epoch).await;
+    }
+    let suback = SubAck {
+        packet_id: subscribe.packet_id,
+        reason_codes: codes,
+        properties: Default::default(),
+    };
+    send(shard, slot, version, Packet::SubAck(suback));
+    for pending in retained {
+        shard.mqtt_enqueue(session, pending);
+    }
+    None
+}
+
+fn on_unsubscribe(shard: &Shard, slot: u32, session: u32, version: Version, u: Unsubscribe) {
+    let codes: Vec<ReasonCode> = u
+        .filters
+        .iter()
+        .map(|filter| {
+            if shard.mqtt_unsubscribe(session, filter) {
+                ReasonCode::SUCCESS
+            } else {
+                ReasonCode::NO_SUBSCRIPTION_EXISTED
+            }
+        })
+        .collect();
+    let reason_codes = if version == Version::V5_0 { codes } else { Vec::new() };
+    let unsuback =
+        UnsubAck { packet_id: u.packet_id, reason_codes, properties: Default::default() };
+    send(shard, slot, version, Packet::UnsubAck(unsuback));
+}
+
+/// What a successful subscribe leaves to do.
+struct Subscribed {
+    epoch: Option<u64>,
+    retained: Vec<Pending>,
+}
+
+/// Why a delivery was not written.
+enum Skip {
+    NoTopic,
+    TooLarge,
+    Expired,
+}
+
+impl Shard {
+    /// Runs `f` on a session.
+    fn with_session<R>(&self, session: u32, f: impl FnOnce(&mut Session) -> R) -> R {
+        f(&mut self.sessions.borrow_mut()[session as usize])
+    }
+
+    /// Binds connection `slot` to the session of `connect.client_id`: takes it over from an
+    /// older connection, resumes it or starts it anew. Returns (session, session present,
+    /// the expiry to report in a 5.0 CONNACK when it was capped).
+    fn mqtt_attach(&self, slot: u32, connect: &Connect) -> (u32, bool, Option<u32>) {
+        let existing = self.session_ids.borrow().get(&connect.client_id).copied();
+        let mut present = false;
+        if let Some(index) = existing {
+            let old = self.with_session(index, |s| s.conn.take());
+            if let Some(old_slot) = old {
+                ShardStats::add(&self.stats.mqtt_takeovers, 1);
+                self.with_conn(old_slot, |c| c.session = None);
+                let (old_version, will) = self.with_session(index, |s| (s.version, s.will.take()));
+                if old_version == Version::V5_0 {
+                    let disconnect = Disconnect {
+                        reason_code: ReasonCode::SESSION_TAKEN_OVER,
+                        properties: DisconnectProperties::default(),
+                    };
+                    send(self, old_slot, old_version, Packet::Disconnect(disconnect));
+                }
+                self.close(old_slot);
+                // The old connection ended without DISCONNECT; its will goes out unless its
+                // delay is still running, which the new connection now cancels (§3.1.2.5).
+                if let Some(will) =
+                    will.filter(|w| w.properties.will_delay_interval.unwrap_or(0) == 0)
+                {
+                    self.mqtt_publish_will(&will);
+                }
+            }
+            self.with_session(index, |s| {
+                s.will = None;
+                s.will_at = None;
+            });
+            if connect.clean_start {
+                self.mqtt_end_session(index);
+            } else {
+                present = true;
+            }
+        }
+        let index = match (present, existing) {
+            (true, Some(index)) => index,
+            _ => {
+                let session = Session::new(connect.client_id.clone(), connect.version);
+                let index = self.sessions.borrow_mut().insert(session) as u32;
+                self.session_ids.borrow_mut().insert(connect.client_id.clone(), index);
+                ShardStats::add(&self.stats.mqtt_sessions, 1);
+                index
+            }
+        };
+        let config = &self.config.mqtt;
+        let (expiry, capped) = match connect.version {
+            Version::V5_0 => {
+                let asked = connect.properties.session_expiry_interval.unwrap_or(0);
+                let expiry = asked.min(config.max_session_expiry_s);
+                (expiry, (expiry != asked).then_some(expiry))
+            }
+            Version::V3_1_1 if connect.clean_start => (0, None),
+            Version::V3_1_1 => (config.max_session_expiry_s, None),
+        };
+        self.with_session(index, |s| {
+            s.conn = Some(slot);
+            s.version = connect.version;
+            s.expiry_s = expiry;
+            s.expires_at = None;
+            s.will = connect.will.as_ref().map(detached_will);
+            let receive_maximum = connect.properties.receive_maximum.unwrap_or(u16::MAX);
+            s.window = usize::from(receive_maximum.min(config.max_inflight));
+            s.max_packet = connect.properties.maximum_packet_size.unwrap_or(u32::MAX);
+            s.alias_max = connect.properties.topic_alias_maximum.unwrap_or(0);
+            s.aliases.clear();
+        });
+        self.with_conn(slot, |c| c.session = Some(index));
+        self.store.borrow_mut().session_saved(&self.sessions.borrow()[index as usize]);
+        (index, present, capped)
+    }
+
+    /// Resends what a resumed session left unacknowledged (PUBLISH with DUP, or PUBREL), in
+    /// order, then fills the window from the queue.
+    fn mqtt_resume(&self, session: u32) {
+        let mut sessions = self.sessions.borrow_mut();
+        let s = &mut sessions[session as usize];
+        let Some(slot) = s.conn else { return };
+        let mut conns = self.conns.borrow_mut();
+        let conn = &mut conns[slot as usize];
+        let now = Instant::now();
+        let mut kept = std::collections::VecDeque::with_capacity(s.inflight.len());
+        while let Some(flight) = s.inflight.pop_front() {
+            match flight.stage {
+                Stage::Released => {
+                    let rel = ack(flight.packet_id, ReasonCode::SUCCESS);
+                    codec::encode(&Packet::PubRel(rel), s.version, &mut conn.out);
+                    kept.push_back(flight);
+                }
+                Stage::Published => {
+                    match write_publish(
+                        &mut conn.out,
+                        s,
+                        &flight.pending,
+                        flight.packet_id,
+                        true,
+                        now,
+                    ) {
+                        Ok(()) => kept.push_back(flight),
+                        Err(skip) => self.count_skip(skip),
+                    }
+                }
+            }
+        }
+        s.inflight = kept;
+        self.after_append(conn);
+        drop(conns);
+        self.pump(s);
+    }
+
+    /// Detaches connection `slot` from its session when the connection ends. `unclean`: it
+    /// ended without a normal DISCONNECT, so the will is published (now or after its delay).
+    fn mqtt_detach(&self, slot: u32, unclean: bool) {
+        let Some(index) = self.with_conn(slot, |c| c.session.take()) else { return };
+        let now = Instant::now();
+        let (will_now, end) = self.with_session(index, |s| {
+            s.conn = None;
+            s.aliases.clear();
+            let will = if unclean { s.will.take() } else { None };
+            s.will = None;
+            let mut will_now = None;
+            if let Some(will) = will {
+                let delay = will.properties.will_delay_interval.unwrap_or(0).min(s.expiry_s);
+                if delay == 0 {
+                    will_now = Some(will);
+                } else {
+                    s.will_at = Some(now + Duration::from_secs(u64::from(delay)));
+                    s.will = Some(will);
+                }
+            }
+            if s.expiry_s > 0 {
+                s.expires_at = Some(now + Duration::from_secs(u64::from(s.expiry_s)));
+            }
+            (will_now, s.expiry_s == 0)
+        });
+        if let Some(will) = will_now {
+            self.mqtt_publish_will(&will);
+        }
+        if end {
+            self.mqtt_end_session(index);
+        } else {
+            // Offline: what waits now may wait long, so it should not pin read buffers.
+            self.with_session(index, |s| {
+                for pending in s.queue.iter_mut() {
+                    pending.message = pending.message.detached();
+                }
+                for flight in s.inflight.iter_mut() {
+                    flight.pending.message = flight.pending.message.detached();
+                }
+            });
+        }
+    }
+
+    /// Ends a session: its delayed will goes out, its subscriptions leave the router, and what
+    /// it still held is counted as dropped.
+    fn mqtt_end_session(&self, index: u32) {
+        let session = self.sessions.borrow_mut().remove(index as usize);
+        ShardStats::sub(&self.stats.mqtt_sessions, 1);
+        self.session_ids.borrow_mut().remove(&session.client_id);
+        self.store.borrow_mut().session_removed(&session.client_id);
+        if let (Some(will), Some(_)) = (&session.will, session.will_at) {
+            self.mqtt_publish_will(will);
+        }
+        let lost = session.queue.len() + session.inflight.len();
+        ShardStats::add(&self.stats.mqtt_dropped_session_end, lost as u64);
+        for sub in session.subs.values() {
+            for id in &sub.ids {
+                self.unsubscribe(*id);
+            }
+        }
+    }
+
+    /// Publishes a will message.
+    fn mqtt_publish_will(&self, will: &Will) {
+        let Ok(subject) = subject::mqtt_topic_to_subject(&will.topic) else {
+            ShardStats::add(&self.stats.mqtt_dropped_bad_topic, 1);
+            return;
+        };
+        let p = &will.properties;
+        let message = mqtt_message(
+            will.topic.clone(),
+            Bytes::copy_from_slice(&subject),
+            will.qos as u8,
+            will.retain,
+            will.payload.clone(),
+            MessageProperties {
+                payload_format_indicator: p.payload_format_indicator,
+                message_expiry_interval: p.message_expiry_interval,
+                content_type: p.content_type.clone(),
+                response_topic: p.response_topic.clone(),
+                correlation_data: p.correlation_data.clone(),
+                user_properties: p.user_properties.clone(),
+            },
+        );
+        ShardStats::add(&self.stats.mqtt_wills_published, 1);
+        if will.retain {
+            self.mqtt_retain(&message);
+        }
+        self.route(None, &message);
+        self.mesh.stage_all();
+    }
+
+    /// Stores (or, with an empty payload, deletes) a retained message on every shard.
+    fn mqtt_retain(&self, message: &Message) {
+        let seq = self.identity.retain_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let stored = (!message.payload.is_empty()).then(|| message.detached());
+        let subject = stored
+            .as_ref()
+            .map_or_else(|| Bytes::copy_from_slice(&message.subject), |m| m.subject.clone());
+        for peer in (0..self.count).filter(|p| *p != self.id) {
+            let op = MeshOp::Retain { subject: subject.clone(), seq, message: stored.clone() };
+            self.mesh.push(peer, op);
+        }
+        self.retained.borrow_mut().apply(subject, seq, stored);
+    }
+
+    /// Adds (or replaces) one subscription of a session.
+    fn mqtt_subscribe(
+        &self,
+        index: u32,
+        version: Version,
+        filter: &Bytes,
+        options: crate::protocol::mqtt::packet::SubscriptionOptions,
+        identifier: u32,
+    ) -> Result<Subscribed, ReasonCode> {
+        let invalid = match version {
+            Version::V5_0 => ReasonCode::TOPIC_FILTER_INVALID,
+            Version::V3_1_1 => ReasonCode::UNSPECIFIED_ERROR,
+        };
+        let (group, mqtt_filter) = match filter.strip_prefix(b"$share/") {
+            Some(rest) => {
+                let slash = rest.iter().position(|&b| b == b'/').ok_or(invalid)?;
+                let (group, rest) = (&rest[..slash], &rest[slash + 1..]);
+                let bad_group = group.is_empty()
+                    || group
+                        .iter()
+                        .any(|&b| matches!(b, b'+' | b'#' | b' ' | b'\t' | b'\r' | b'\n'));
+                if bad_group || rest.is_empty() {
+                    return Err(invalid);
+                }
+                if options.no_local {
+                    // [MQTT-3.8.3-4]
+                    return Err(ReasonCode::PROTOCOL_ERROR);
+                }
+                (filter.slice_ref(group), filter.slice_ref(rest))
+            }
+            None => (Bytes::new(), filter.clone()),
+        };
+        let translated = subject::mqtt_filter_to_subject(&mqtt_filter).map_err(|_| invalid)?;
+        let nats_filter = Bytes::copy_from_slice(&translated.subject);
+        let parent = translated.parent().map(Bytes::copy_from_slice);
+        let wildcard_first = translated.is_reserved_for_wildcards();
+        drop(translated);
+        let existed = self.mqtt_unsubscribe(index, filter);
+        let sub = MqttSub {
+            qos: options.qos as u8,
+            no_local: options.no_local,
+            retain_as_published: options.retain_as_published,
+            identifier,
+            wildcard_first,
+        };
+        let mut ids = SmallVec::new();
+        let mut epoch = None;
+        for subject in std::iter::once(nats_filter.clone()).chain(parent.clone()) {
+            let (id, changed) = self.add_subscription(Subscription {
+                conn: index,
+                sid: Bytes::new(),
+                subject,
+                queue: group.clone(),
+                max: None,
+                delivered: 0,
+                mqtt: Some(sub),
+            });
+            ids.push(id);
+            epoch = epoch.max(changed);
+        }
+        let key = Bytes::copy_from_slice(filter);
+        self.with_session(index, |s| s.subs.insert(key, SessionSub { ids, options }));
+        self.store.borrow_mut().session_saved(&self.sessions.borrow()[index as usize]);
+        // Retained messages: not for shared subscriptions (§4.8.2), and per Retain Handling.
+        let send_retained = group.is_empty()
+            && match options.retain_handling {
+                RetainHandling::SendAtSubscribe => true,
+                RetainHandling::SendAtNewSubscribe => !existed,
+                RetainHandling::DoNotSend => false,
+            };
+        let mut retained = Vec::new();
+        if send_retained {
+            let store = self.retained.borrow();
+            for filter in std::iter::once(&nats_filter).chain(parent.as_ref()) {
+                for message in store.matching(filter, wildcard_first) {
+                    let qos = message.meta.qos.min(sub.qos);
+                    retained.push(Pending { message, qos, retain: true, identifier });
+                }
+            }
+        }
+        Ok(Subscribed { epoch, retained })
+    }
+
+    /// Removes one subscription of a session; false if it had none on `filter`.
+    fn mqtt_unsubscribe(&self, index: u32, filter: &[u8]) -> bool {
+        let Some(sub) = self.with_session(index, |s| s.subs.remove(filter)) else { return false };
+        for id in sub.ids {
+            self.unsubscribe(id);
+        }
+        self.store.borrow_mut().session_saved(&self.sessions.borrow()[index as usize]);
+        true
+    }
+
+    /// The fan-out's entry point: one message for one MQTT subscription of session `index`.
+    pub(super) fn deliver_mqtt(
+        &self,
+        index: u32,
+        sub: MqttSub,
+        message: &Message,
+        origin_session: Option<u32>,
+    ) {
+        if sub.wildcard_first && subject::is_reserved_subject(&message.subject) {
+            return;
+        }
+        if sub.no_local && origin_session == Some(index) {
+            return;
+        }
+        // MQTT publishes go out at min(publish, subscription) QoS; NATS publishes at the
+        // subscription's QoS, so NATS services can reach devices reliably (nats-server#6859).
+        let qos = if message.meta.from_mqtt { message.meta.qos.min(sub.qos) } else { sub.qos };
+        let retain = sub.retain_as_published && message.meta.retain;
+        let pending = Pending { message: message.clone(), qos, retain, identifier: sub.identifier };
+        self.mqtt_enqueue(index, pending);
+    }
+
+    /// Sends a delivery now if the session's window allows, else queues it (bounded).
+    fn mqtt_enqueue(&self, index: u32, pending: Pending) {
+        let mut sessions = self.sessions.borrow_mut();
+        let Some(s) = sessions.get_mut(index as usize) else { return };
+        if pending.qos == 0 {
+            let Some(slot) = s.conn else {
+                ShardStats::add(&self.stats.mqtt_dropped_qos0, 1);
+                return;
+            };
+            let mut conns = self.conns.borrow_mut();
+            let conn = &mut conns[slot as usize];
+            if conn.closing || conn.out.len() + conn.writing > self.config.mqtt.max_pending_bytes {
+                ShardStats::add(&self.stats.mqtt_dropped_qos0, 1);
+                return;
+            }
+            let now = Instant::now();
+            match write_publish(&mut conn.out, s, &pending, 0, false, now) {
+                Ok(()) => {
+                    self.count_out(&pending.message);
+                    self.after_append(conn);
+                }
+                Err(skip) => self.count_skip(skip),
+            }
+            return;
+        }
+        if s.queue.is_empty() && s.window_open() {
+            self.send_inflight(s, pending);
+        } else if s.queue.len() < self.config.mqtt.max_queued_messages {
+            let pending = if s.conn.is_none() {
+                Pending { message: pending.message.detached(), ..pending }
+            } else {
+                pending
+            };
+            s.queue.push_back(pending);
+        } else {
+            ShardStats::add(&self.stats.mqtt_dropped_queue_full, 1);
+        }
+    }
+
+    /// Writes a QoS 1/2 delivery with a new packet id and keeps it inflight.
+    fn send_inflight(&self, s: &mut Session, pending: Pending) {
+        let Some(slot) = s.conn else { return };
+        let mut conns = self.conns.borrow_mut();
+        let conn = &mut conns[slot as usize];
+        let packet_id = s.allocate_packet_id();
+        match write_publish(&mut conn.out, s, &pending, packet_id, false, Instant::now()) {
+            Ok(()) => {
+                self.count_out(&pending.message);
+                self.after_append(conn);
+                s.inflight.push_back(Inflight { packet_id, pending, stage: Stage::Published });
+            }
+            Err(skip) => self.count_skip(skip),
+        }
+    }
+
+    /// Fills the window from the queue.
+    fn pump(&self, s: &mut Session) {
+        let now = Instant::now();
+        while s.window_open() {
+            let Some(pending) = s.queue.pop_front() else { return };
+            if pending.message.expired(now) {
+                ShardStats::add(&self.stats.mqtt_dropped_expired, 1);
+                continue;
+            }
+            self.send_inflight(s, pending);
+        }
+    }
+
+    /// PUBACK (`qos` 1) or PUBCOMP (`qos` 2) for an outgoing delivery.
+    fn mqtt_acked(&self, index: u32, packet_id: u16, qos: u8) {
+        let mut sessions = self.sessions.borrow_mut();
+        let s = &mut sessions[index as usize];
+        if let Some(i) = s.inflight_index(packet_id) {
+            if s.inflight[i].pending.qos == qos {
+                s.inflight.remove(i);
+                self.pump(s);
+            }
+        }
+    }
+
+    /// PUBREC for an outgoing QoS 2 delivery. Returns false if the packet id is unknown.
+    fn mqtt_received(&self, index: u32, packet_id: u16, code: ReasonCode) -> bool {
+        let mut sessions = self.sessions.borrow_mut();
+        let s = &mut sessions[index as usize];
+        let Some(i) = s.inflight_index(packet_id) else { return false };
+        if s.inflight[i].pending.qos != 2 {
+            return false;
+        }
+        if code.0 >= 0x80 {
+            // The receiver refused it: the flow ends here (§4.3.3).
+            s.inflight.remove(i);
+            self.pump(s);
+        } else {
+            s.inflight[i].stage = Stage::Released;
+        }
+        true
+    }
+
+    /// Keep-alive deadlines, delayed wills and session expiry; called every [`SWEEP_INTERVAL`].
+    pub fn mqtt_sweep(&self) {
+        let now = Instant::now();
+        let silent: SmallVec<[u32; 4]> = self
+            .conns
+            .borrow()
+            .iter()
+            .filter(|(_, c)| !c.closing && c.keepalive_deadline.is_some_and(|d| d <= now))
+            .map(|(slot, _)| slot as u32)
+            .collect();
+        for slot in silent {
+            let version = self
+                .with_conn(slot, |c| c.session)
+                .map(|index| self.with_session(index, |s| s.version));
+            fail(self, slot, version.unwrap_or(Version::V3_1_1), ReasonCode::KEEP_ALIVE_TIMEOUT);
+        }
+        let mut wills = Vec::new();
+        let mut ended: SmallVec<[u32; 4]> = SmallVec::new();
+        for (index, s) in self.sessions.borrow_mut().iter_mut() {
+            if s.conn.is_some() {
+                continue;
+            }
+            if s.will_at.is_some_and(|at| at <= now) {
+                s.will_at = None;
+                wills.extend(s.will.take());
+            }
+            if s.expires_at.is_some_and(|at| at <= now) {
+                ended.push(index as u32);
+            }
+        }
+        for will in wills {
+            self.mqtt_publish_will(&will);
+        }
+        for index in ended {
+            self.mqtt_end_session(index);
+        }
+        self.mesh.stage_all();
+    }
+
+    /// Connections other shards handed over since the last call.
+    pub fn take_adopted(&self) -> Vec<Adopt> {
+        std::mem::take(&mut *self.adopted.borrow_mut())
+    }
+
+    fn count_out(&self, message: &Message) {
+        ShardStats::add(&self.stats.out_msgs, 1);
+        ShardStats::add(&self.stats.out_bytes, message.size() as u64);
+    }
+
+    fn count_skip(&self, skip: Skip) {
+        let counter = match skip {
+            Skip::NoTopic => &self.stats.mqtt_dropped_no_topic,
+            Skip::TooLarge => &self.stats.mqtt_dropped_too_large,
+            Skip::Expired => &self.stats.mqtt_dropped_expired,
+        };
+        ShardStats::add(counter, 1);
+    }
+}
+
+/// A will kept beyond its CONNECT packet: copied, so no read buffer stays pinned.
+fn detached_will(will: &Will) -> Will {
+    let copy = |b: &Bytes| Bytes::copy_from_slice(b);
+    let mut kept = will.clone();
+    kept.topic = copy(&will.topic);
+    kept.payload = copy(&will.payload);
+    let p = &mut kept.properties;
+    p.content_type = p.content_type.as_ref().map(copy);
+    p.response_topic = p.response_topic.as_ref().map(copy);
+    p.correlation_data = p.correlation_data.as_ref().map(copy);
+    p.user_properties = p.user_properties.iter().map(|(k, v)| (copy(k), copy(v))).collect();
+    kept
+}
+
+/// Encodes one PUBLISH for session `s` into `out`. Leaves `out` as it was if the delivery
+/// must be skipped: no MQTT form for the subject, expired, or over the client's Maximum
+/// Packet Size.
+fn write_publish(
+    out: &mut BytesMut,
+    s: &mut Session,
+    pending: &Pending,
+    packet_id: u16,
+    dup: bool,
+    now: Instant,
+) -> Result<(), Skip> {
+    let message = &pending.message;
+    if message.expired(now) {
+        return Err(Skip::Expired);
+    }
+    let topic = if message.meta.from_mqtt {
+        message.meta.topic.clone()
+    } else {
+        match subject::subject_to_mqtt_topic(&message.subject) {
+            Ok(Cow::Borrowed(_)) => message.subject.clone(),
+            Ok(Cow::Owned(topic)) => Bytes::from(topic),
+            Err(_) => return Err(Skip::NoTopic),
+        }
+    };
+    let mut properties = PublishProperties::default();
+    let mut alias = None;
+    if s.version == Version::V5_0 {
+        if let Some(p) = &message.meta.properties {
+            properties.payload_format_indicator = p.payload_format_indicator;
+            properties.message_expiry_interval = p.expires_at.map(|at| {
+                let left = at.saturating_duration_since(now).as_millis();
+                u32::try_from(left.div_ceil(1000)).unwrap_or(u32::MAX).max(1)
+            });
+            properties.content_type = p.content_type.clone();
+            properties.response_topic = p.response_topic.clone();
+            properties.correlation_data = p.correlation_data.clone();
+            properties.user_properties = p.user_properties.clone();
+        }
+        if !message.meta.from_mqtt {
+            if !message.headers.is_empty() {
+                properties.user_properties = interop::user_properties(&message.headers);
+            }
+            if !message.reply.is_empty() {
+                if let Ok(response) = subject::subject_to_mqtt_topic(&message.reply) {
+                    properties.response_topic = Some(Bytes::copy_from_slice(&response));
+                }
+            }
+        }
+        if pending.identifier != 0 {
+            properties.subscription_identifiers.push(pending.identifier);
+        }
+        if s.alias_max > 0 {
+            alias = match s.aliases.get(&topic) {
+                Some(known) => Some((*known, true)),
+                None if s.aliases.len() < usize::from(s.alias_max) => {
+                    Some((s.aliases.len() as u16 + 1, false))
+                }
+                None => None,
+            };
+            properties.topic_alias = alias.map(|(a, _)| a);
+        }
+    }
+    let publish = Publish {
+        dup,
+        qos: QoS::from_bits(pending.qos).unwrap_or(QoS::AtMostOnce),
+        retain: pending.retain,
+        topic: if matches!(alias, Some((_, true))) { Bytes::new() } else { topic.clone() },
+        packet_id,
+        payload: message.payload.clone(),
+        properties,
+    };
+    let before = out.len();
+    codec::encode(&Packet::Publish(publish), s.version, out);
+    if out.len() - before > s.max_packet as usize {
+        out.truncate(before);
+        return Err(Skip::TooLarge);
+    }
+    if let Some((number, false)) = alias {
+        s.aliases.insert(topic, number);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_level_reads_the_protocol_level() {
+        assert_eq!(connect_level(b"\x10\x10\x00\x04MQTT\x05"), Some(5));
+        assert_eq!(connect_level(b"\x10\x80\x01\x00\x06MQIsdp\x03"), Some(3));
+        assert_eq!(connect_level(b"\x10\x10\x00\x04MQ"), None);
+    }
+
+    #[test]
+    fn arena_reuses_its_chunk() {
+        let mut arena = BytesMut::new();
+        let a = arena_bytes(&mut arena, b"a.b");
+        let b = arena_bytes(&mut arena, b"c.d");
+        assert_eq!((&a[..], &b[..]), (&b"a.b"[..], &b"c.d"[..]));
+        assert_eq!(a.as_ptr() as usize + 3, b.as_ptr() as usize);
+    }
+}
