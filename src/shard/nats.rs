@@ -2,11 +2,13 @@
 //! nats-server does (PROTOCOLS.md §2.3: which errors close and which do not).
 
 use super::{NatsFlags, Routed, Shard};
-use crate::message::Message;
+use crate::message::{Message, MqttProperties};
+use crate::protocol::mqtt::interop;
 use crate::protocol::nats::codec::{self, ClientOp};
 use crate::protocol::nats::connect::{ConnectOptions, Info};
 use crate::protocol::subject;
 use bytes::BufMut;
+use std::sync::Arc;
 
 /// What the connection loop must do after an op.
 #[derive(Debug, PartialEq, Eq)]
@@ -49,7 +51,7 @@ pub fn handle(shard: &Shard, slot: u32, op: ClientOp) -> Next {
         c.flags
     });
     match op {
-        ClientOp::Pub(message) => {
+        ClientOp::Pub(mut message) => {
             if !message.headers.is_empty() && !flags.headers {
                 // nats-server 2.9.10 closes without an -ERR ("message headers not supported").
                 shard.close(slot);
@@ -61,6 +63,15 @@ pub fn handle(shard: &Shard, slot: u32, op: ClientOp) -> Next {
             } else if flags.verbose {
                 // +OK goes out before any delivery the publish causes, as in nats-server.
                 shard.send(slot, |out| out.put_slice(b"+OK\r\n"));
+            }
+            if let Some((correlation, target)) = interop::parse_reply_subject(&message.subject) {
+                // An answer to an MQTT 5 request: route it to the Response Topic with the
+                // request's Correlation Data restored (protocol/mqtt/interop.rs).
+                message.subject = target;
+                message.meta.properties = Some(Arc::new(MqttProperties {
+                    correlation_data: Some(correlation),
+                    ..Default::default()
+                }));
             }
             return match shard.publish(slot, &message, false) {
                 Routed::Done => Next::Continue,
