@@ -35,6 +35,7 @@ fn main() {
         reply: "".into(),
         headers: "".into(),
         payload: vec![b'x'; 16].into(),
+        meta: Default::default(),
     };
     let mut out = BytesMut::with_capacity(1 << 20);
     report("encode_msg_16b", runs, 10_000, || {
@@ -72,6 +73,7 @@ fn main() {
             queue: "".into(),
             max: None,
             delivered: 0,
+            mqtt: None,
         });
     }
     let hot: Vec<String> = (0..100).map(|i| format!("devices.d{i}.telemetry")).collect();
@@ -91,6 +93,7 @@ fn pub_stream(count: usize, payload: usize) -> Vec<u8> {
         reply: "".into(),
         headers: "".into(),
         payload: vec![b'x'; payload].into(),
+        meta: Default::default(),
     });
     for _ in 0..count {
         codec::encode_client_op(&op, &mut out);

@@ -84,6 +84,7 @@ fn message() -> impl Strategy<Value = Message> {
             reply: reply.unwrap_or_default(),
             headers: headers.unwrap_or_default(),
             payload,
+            meta: Default::default(),
         },
     )
 }

@@ -442,6 +442,7 @@ mod tests {
             reply: "r".into(),
             headers: "NATS/1.0\r\n\r\n".into(),
             payload: "hi".into(),
+            meta: Default::default(),
         };
         let mut out = BytesMut::new();
         encode_msg(&mut out, &m, b"9", true);
