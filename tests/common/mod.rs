@@ -6,7 +6,7 @@
 //! implementation. `ISTHMUS_TEST_PEER=mosquitto` does the same for the MQTT tests with Debian's
 //! `mosquitto` (2.0.x): see [`mqtt_broker`] and [`isthmus_broker`], and [`mqtt`] for the MQTT
 //! clients. The MQTT settings in `[mqtt]` are translated for mosquitto where it has an
-//! equivalent (`max_packet_bytes`, `max_inflight`, `max_queued_messages`,
+//! equivalent (`max_packet_bytes`, `receive_maximum`, `max_queued_messages`,
 //! `topic_alias_maximum`). The isthmus settings in `extra_toml` (`[nats] max_payload`,
 //! `max_control_line`, `max_pending`, `ping_interval_ms`, `ping_max`, `write_deadline_ms`;
 //! `[server] name`) are translated into a nats-server config file; other keys are ignored. Shard placement (`client_id % shards`) is
@@ -221,7 +221,8 @@ impl Broker {
         );
         for (ours, theirs) in [
             ("max_packet_bytes", "max_packet_size"),
-            ("max_inflight", "max_inflight_messages"),
+            // mosquitto's one inflight limit is also the Receive Maximum it sends in CONNACK.
+            ("receive_maximum", "max_inflight_messages"),
             ("max_queued_messages", "max_queued_messages"),
             ("topic_alias_maximum", "max_topic_alias"),
         ] {

@@ -326,6 +326,41 @@ impl RawMqtt {
     }
 }
 
+/// What mosquitto 2.0.11 does where isthmus sends DISCONNECT with a reason code.
+#[derive(Clone, Copy)]
+pub enum Mosquitto {
+    /// The same DISCONNECT.
+    Same,
+    /// Closes without a DISCONNECT.
+    ClosesSilently,
+    /// DISCONNECT with another reason code.
+    Reason(u8),
+}
+
+/// The broker must send DISCONNECT `reason` and close (mosquitto: what `mosquitto` says).
+pub async fn expect_v5_close(raw: &mut RawMqtt, broker: &Broker, reason: u8, mosquitto: Mosquitto) {
+    if broker.is_isthmus() {
+        raw.expect_disconnect(reason).await;
+        return;
+    }
+    match mosquitto {
+        Mosquitto::Same => {
+            raw.expect_disconnect(reason).await;
+        }
+        Mosquitto::Reason(theirs) => {
+            eprintln!("note: mosquitto sends 0x{theirs:02x} here, the contract 0x{reason:02x}");
+            raw.expect_disconnect(theirs).await;
+        }
+        Mosquitto::ClosesSilently => {
+            eprintln!(
+                "note: mosquitto closes without DISCONNECT here, the contract sends 0x{reason:02x}"
+            );
+            let packets = raw.expect_closed(PACKET_TIMEOUT).await;
+            assert!(packets.is_empty(), "{packets:?}");
+        }
+    }
+}
+
 /// Checks that the broker still serves MQTT: a fresh subscriber gets a QoS 1 message from a
 /// fresh publisher. Call after a misbehaving client.
 pub async fn assert_mqtt_healthy(broker: &Broker) {
