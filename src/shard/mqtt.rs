@@ -289,7 +289,7 @@ async fn read_loop(
                 Ok(None) => break,
                 Err(error) => {
                     tracing::debug!(%error, "MQTT packet refused");
-                    fail(shard, slot, state.version, error.reason_code());
+                    fail(shard, slot, state.version, error.reason_code(), error.text());
                     return Exit::Unclean;
                 }
             }
@@ -302,12 +302,21 @@ async fn read_loop(
     }
 }
 
-/// Ends the connection for a protocol violation: 5.0 sends DISCONNECT with `code` first.
-fn fail(shard: &Shard, slot: u32, version: Version, code: ReasonCode) {
+/// Ends the connection for a protocol violation: 5.0 sends DISCONNECT with `code` and `why`
+/// as its Reason String first (allowed whatever Request Problem Information said, §3.14.2.2.3).
+fn fail(shard: &Shard, slot: u32, version: Version, code: ReasonCode, why: &'static str) {
     ShardStats::add(&shard.stats.protocol_errors, 1);
+    disconnect(shard, slot, version, code, why);
+}
+
+/// Sends a 5.0 DISCONNECT (nothing in 3.1.1, which has no server DISCONNECT) and closes.
+fn disconnect(shard: &Shard, slot: u32, version: Version, code: ReasonCode, why: &'static str) {
     if version == Version::V5_0 {
-        let disconnect =
-            Disconnect { reason_code: code, properties: DisconnectProperties::default() };
+        let properties = DisconnectProperties {
+            reason_string: Some(Bytes::from_static(why.as_bytes())),
+            ..Default::default()
+        };
+        let disconnect = Disconnect { reason_code: code, properties };
         shard.send(slot, |out| codec::encode(&Packet::Disconnect(disconnect), version, out));
     }
     shard.close(slot);
@@ -365,8 +374,8 @@ async fn handle(shard: &Shard, slot: u32, state: &mut ConnState, packet: Packet)
         Packet::Disconnect(disconnect) => {
             if let Some(expiry) = disconnect.properties.session_expiry_interval {
                 if state.expiry_was_zero && expiry > 0 {
-                    // [MQTT-3.14.2-2]
-                    fail(shard, slot, version, ReasonCode::PROTOCOL_ERROR);
+                    let why = "session expiry raised from 0 at DISCONNECT [MQTT-3.14.2-2]";
+                    fail(shard, slot, version, ReasonCode::PROTOCOL_ERROR, why);
                     return Some(Exit::Unclean);
                 }
                 let capped = expiry.min(shard.config.mqtt.max_session_expiry_s);
@@ -387,7 +396,12 @@ async fn handle(shard: &Shard, slot: u32, state: &mut ConnState, packet: Packet)
         | Packet::SubAck(_)
         | Packet::UnsubAck(_)
         | Packet::PingResp => {
-            fail(shard, slot, version, ReasonCode::PROTOCOL_ERROR);
+            let why = match packet {
+                Packet::Auth(_) => "AUTH without an authentication method at CONNECT",
+                Packet::Connect(_) => "second CONNECT [MQTT-3.1.0-2]",
+                _ => "packet only a server may send",
+            };
+            fail(shard, slot, version, ReasonCode::PROTOCOL_ERROR, why);
             return Some(Exit::Unclean);
         }
     }
@@ -404,22 +418,23 @@ async fn on_publish(
     let version = state.version;
     let Publish { qos, retain, topic, packet_id, payload, properties, .. } = publish;
     if !properties.subscription_identifiers.is_empty() {
-        // [MQTT-3.3.4-6]: only the server sends Subscription Identifiers.
-        fail(shard, slot, version, ReasonCode::PROTOCOL_ERROR);
+        let why = "subscription identifier in a client PUBLISH [MQTT-3.3.4-6]";
+        fail(shard, slot, version, ReasonCode::PROTOCOL_ERROR, why);
         return Some(Exit::Unclean);
     }
     let topic = match properties.topic_alias {
         Some(alias) => {
             let Some(entry) = state.aliases.get_mut(usize::from(alias) - 1) else {
-                // [MQTT-3.3.2-9]: over the Topic Alias Maximum we sent.
-                fail(shard, slot, version, ReasonCode::TOPIC_ALIAS_INVALID);
+                let why = "topic alias above the Topic Alias Maximum [MQTT-3.3.2-9]";
+                fail(shard, slot, version, ReasonCode::TOPIC_ALIAS_INVALID, why);
                 return Some(Exit::Unclean);
             };
             if topic.is_empty() {
                 match entry {
                     Some(known) => known.clone(),
                     None => {
-                        fail(shard, slot, version, ReasonCode::PROTOCOL_ERROR);
+                        let why = "topic alias used before it was set";
+                        fail(shard, slot, version, ReasonCode::PROTOCOL_ERROR, why);
                         return Some(Exit::Unclean);
                     }
                 }
@@ -442,7 +457,8 @@ async fn on_publish(
             return None;
         }
         if held >= usize::from(shard.config.mqtt.receive_maximum) {
-            fail(shard, slot, version, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
+            let why = "more unreleased QoS 2 publishes than the Receive Maximum";
+            fail(shard, slot, version, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, why);
             return Some(Exit::Unclean);
         }
     }
@@ -500,6 +516,9 @@ async fn on_publish(
                 _ => shard.wait_for_peer_interest().await,
             }
             shard.publish(slot, &message, true);
+            if shard.with_conn(slot, |c| c.session) != Some(session) {
+                return Some(Exit::Unclean); // taken over while waiting
+            }
         }
     }
     match qos {
@@ -598,7 +617,8 @@ async fn on_subscribe(
                 retained.extend(done.retained);
             }
             Err(code) if code == ReasonCode::PROTOCOL_ERROR => {
-                fail(shard, slot, version, code);
+                let why = "No Local on a shared subscription [MQTT-3.8.3-4]";
+                fail(shard, slot, version, code, why);
                 return Some(Exit::Unclean);
             }
             Err(code) => codes.push(code),
@@ -609,6 +629,9 @@ async fn on_subscribe(
     shard.mesh.stage_all();
     if let Some(epoch) = epoch {
         shard.mesh.wait_for_epoch(epoch).await;
+        if shard.with_conn(slot, |c| c.session) != Some(session) {
+            return Some(Exit::Unclean); // taken over while waiting
+        }
     }
     let suback = SubAck {
         packet_id: subscribe.packet_id,
@@ -671,14 +694,8 @@ impl Shard {
                 ShardStats::add(&self.stats.mqtt_takeovers, 1);
                 self.with_conn(old_slot, |c| c.session = None);
                 let (old_version, will) = self.with_session(index, |s| (s.version, s.will.take()));
-                if old_version == Version::V5_0 {
-                    let disconnect = Disconnect {
-                        reason_code: ReasonCode::SESSION_TAKEN_OVER,
-                        properties: DisconnectProperties::default(),
-                    };
-                    send(self, old_slot, old_version, Packet::Disconnect(disconnect));
-                }
-                self.close(old_slot);
+                let why = "another connection took the client id over";
+                disconnect(self, old_slot, old_version, ReasonCode::SESSION_TAKEN_OVER, why);
                 // The old connection ended without DISCONNECT; its will goes out unless its
                 // delay is still running, which the new connection now cancels (§3.1.2.5).
                 if let Some(will) =
@@ -1105,7 +1122,10 @@ impl Shard {
             let version = self
                 .with_conn(slot, |c| c.session)
                 .map(|index| self.with_session(index, |s| s.version));
-            fail(self, slot, version.unwrap_or(Version::V3_1_1), ReasonCode::KEEP_ALIVE_TIMEOUT);
+            ShardStats::add(&self.stats.stale_connections, 1);
+            let why = "no packet within 1.5 x keep alive [MQTT-3.1.2-22]";
+            let version = version.unwrap_or(Version::V3_1_1);
+            disconnect(self, slot, version, ReasonCode::KEEP_ALIVE_TIMEOUT, why);
         }
         let mut wills = Vec::new();
         let mut ended: SmallVec<[u32; 4]> = SmallVec::new();
@@ -1179,6 +1199,11 @@ fn write_publish(
     if message.expired(now) {
         return Err(Skip::Expired);
     }
+    if message.size() > s.max_packet as usize
+        || message.size() + 2 * usize::from(u16::MAX) > codec::REMAINING_LENGTH_MAX as usize
+    {
+        return Err(Skip::TooLarge);
+    }
     let topic = if message.meta.from_mqtt {
         message.meta.topic.clone()
     } else {
@@ -1207,6 +1232,7 @@ fn write_publish(
                 properties.user_properties = interop::user_properties(&message.headers);
             }
             if !message.reply.is_empty() {
+                // A reply subject without an MQTT form is not passed on (the request still is).
                 if let Ok(response) = subject::subject_to_mqtt_topic(&message.reply) {
                     properties.response_topic = Some(Bytes::copy_from_slice(&response));
                 }

@@ -65,7 +65,8 @@ pub fn nats_headers(qos: u8, user_properties: &[(Bytes, Bytes)]) -> (Bytes, usiz
 }
 
 /// The headers of a NATS header block as MQTT 5 user properties, in order, as slices of
-/// `headers`. The status line and `Nmqtt-` headers are left out.
+/// `headers`. The status line, `Nmqtt-` headers, and headers an MQTT string cannot carry (not
+/// UTF-8, or over 65,535 bytes) are left out.
 pub fn user_properties(headers: &Bytes) -> Vec<(Bytes, Bytes)> {
     let mut found = Vec::new();
     let mut lines = headers.split(|&b| b == b'\n');
@@ -79,6 +80,10 @@ pub fn user_properties(headers: &Bytes) -> Vec<(Bytes, Bytes)> {
         let name = trim(&line[..colon]);
         let value = trim(&line[colon + 1..]);
         if name.is_empty() || starts_with_ignore_case(name, b"nmqtt-") {
+            continue;
+        }
+        let fits = |s: &[u8]| s.len() <= usize::from(u16::MAX) && std::str::from_utf8(s).is_ok();
+        if !fits(name) || !fits(value) {
             continue;
         }
         found.push((headers.slice_ref(name), headers.slice_ref(value)));
