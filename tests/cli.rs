@@ -15,6 +15,7 @@ fn config_default_prints_a_file_that_parses_to_the_defaults() {
     assert!(output.status.success());
     let text = String::from_utf8(output.stdout).unwrap();
     assert!(text.contains("[nats]") && text.contains("max_payload = 1048576"), "{text}");
+    assert!(text.contains("[mqtt]") && text.contains("max_packet_bytes = 1048576"), "{text}");
     let parsed = isthmus::config::Config::from_toml(&text).unwrap();
     assert_eq!(parsed, isthmus::config::Config::default());
 }
@@ -23,15 +24,18 @@ fn config_default_prints_a_file_that_parses_to_the_defaults() {
 fn port_in_use_is_a_clear_error_not_a_panic() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let output = isthmus()
-        .args(["serve", "--shards", "1", "--nats-listen", &addr])
-        .stdout(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("address already in use"), "stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+    for (flag, other) in [("--nats-listen", "--mqtt-listen"), ("--mqtt-listen", "--nats-listen")] {
+        let output = isthmus()
+            .args(["serve", "--shards", "1", flag, &addr, other, "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1), "{flag} {addr}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("address already in use"), "{flag}: stderr: {stderr}");
+        assert!(stderr.contains(&addr), "{flag}: the error names the address: {stderr}");
+        assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+    }
 }
 
 #[test]
@@ -49,15 +53,26 @@ fn bad_config_file_is_a_clear_error() {
 fn ready_line_then_sigterm_exits_zero() {
     let mut child = isthmus()
         .args(["serve", "--shards", "2", "--nats-listen", "127.0.0.1:0"])
+        .args(["--mqtt-listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    assert!(line.starts_with("ready nats=127.0.0.1:") && line.trim_end().ends_with("shards=2"));
-    let addr = line.split_whitespace().nth(1).unwrap().trim_start_matches("nats=").to_string();
+    // `ready nats=127.0.0.1:P mqtt=127.0.0.1:Q shards=2`
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields.len(), 4, "ready line: {line:?}");
+    assert_eq!(fields[0], "ready", "{line:?}");
+    assert_eq!(fields[3], "shards=2", "{line:?}");
+    let addr = fields[1].strip_prefix("nats=127.0.0.1:").map(|p| format!("127.0.0.1:{p}"));
+    let addr = addr.unwrap_or_else(|| panic!("nats= field in {line:?}"));
+    let mqtt = fields[2].strip_prefix("mqtt=127.0.0.1:").map(|p| format!("127.0.0.1:{p}"));
+    let mqtt = mqtt.unwrap_or_else(|| panic!("mqtt= field in {line:?}"));
+    assert_ne!(addr, mqtt, "{line:?}");
+    assert!(!mqtt.ends_with(":0"), "the picked MQTT port is reported: {line:?}");
     let client = std::net::TcpStream::connect(&addr).unwrap();
+    let mqtt_client = std::net::TcpStream::connect(&mqtt).unwrap();
     let pid = child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -70,5 +85,30 @@ fn ready_line_then_sigterm_exits_zero() {
     };
     assert_eq!(status.code(), Some(0));
     drop(client);
+    drop(mqtt_client);
     assert!(std::net::TcpStream::connect(&addr).is_err(), "still accepting after exit");
+    assert!(std::net::TcpStream::connect(&mqtt).is_err(), "MQTT still accepting after exit");
+}
+
+#[test]
+fn mqtt_listen_from_the_config_file() {
+    let path = std::env::temp_dir().join(format!("isthmus-mqtt-{}.toml", std::process::id()));
+    std::fs::write(&path, "[mqtt]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let mut child = isthmus()
+        .args(["serve", "--shards", "1", "--nats-listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let _ = std::fs::remove_file(&path);
+    let mqtt = line.split_whitespace().find_map(|f| f.strip_prefix("mqtt=")).map(str::to_string);
+    let connected = mqtt.as_deref().map(std::net::TcpStream::connect);
+    let _ = child.kill();
+    let _ = child.wait();
+    let mqtt = mqtt.unwrap_or_else(|| panic!("no mqtt= in {line:?}"));
+    assert!(mqtt.starts_with("127.0.0.1:") && !mqtt.ends_with(":0"), "{line:?}");
+    assert!(connected.unwrap().is_ok(), "cannot connect to {mqtt}");
 }

@@ -1,0 +1,78 @@
+//! The seed scenario with Debian's mosquitto clients: `mosquitto_sub -t 'test/#' -v` sees what
+//! `mosquitto_pub -t test/terminal -m "test message" -d` publishes. (The Python suite covers
+//! the command-line clients more; this keeps the Rust suite honest about them.)
+//!
+//! Runs against isthmus and, with `ISTHMUS_TEST_PEER=mosquitto`, against mosquitto.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A child process killed when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn mosquitto_pub_reaches_mosquitto_sub() {
+    let Some(broker) = mqtt_broker(1, "") else { return };
+    let port = broker.mqtt_port.to_string();
+    for version in ["mqttv311", "mqttv5"] {
+        let mut sub = Killed(
+            Command::new("mosquitto_sub")
+                .args(["-h", "127.0.0.1", "-p", &port, "-V", version, "-t", "test/#", "-v"])
+                .args(["-i", &format!("seed-sub-{version}")])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn mosquitto_sub (apt-get install -y mosquitto-clients)"),
+        );
+        let (tx, rx) = mpsc::channel::<String>();
+        let stdout = sub.0.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        // mosquitto_sub's stdout is a pipe, so its -d packet log is block-buffered and cannot
+        // tell us when the subscription is in; messages are flushed one by one. So publish
+        // until one arrives (at most 5 s), then check the line.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let want = "test/terminal test message";
+        let mut log = Vec::new();
+        'publishing: loop {
+            assert!(Instant::now() < deadline, "{version}: {want:?} not printed; saw {log:?}");
+            let output = Command::new("mosquitto_pub")
+                .args(["-h", "127.0.0.1", "-p", &port, "-V", version])
+                .args(["-t", "test/terminal", "-m", "test message", "-d"])
+                .output()
+                .expect("run mosquitto_pub");
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            assert!(output.status.success(), "{version}: mosquitto_pub failed: {output:?}");
+            assert!(stdout.contains("received CONNACK"), "{version}: {stdout}");
+            assert!(stdout.contains("sending PUBLISH"), "{version}: {stdout}");
+            assert!(stdout.contains("sending DISCONNECT"), "{version}: {stdout}");
+            while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+                let found = line == want;
+                log.push(line);
+                if found {
+                    break 'publishing;
+                }
+            }
+        }
+        assert!(log.iter().all(|line| line == want), "{version}: unexpected output {log:?}");
+    }
+}

@@ -1,0 +1,179 @@
+//! Slow MQTT subscribers must cost only themselves: QoS 0 deliveries over
+//! `max_pending_bytes` and QoS 1 deliveries over `max_queued_messages` are dropped and
+//! counted, while the publisher and a fast subscriber of the same topic carry on.
+//!
+//! The broker runs in this process so its counters can be read (isthmus only).
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use common::mqtt::*;
+use common::within;
+use isthmus::config::Config;
+use isthmus::protocol::mqtt::codec::encode;
+use isthmus::protocol::mqtt::packet::*;
+use isthmus::stats::ShardStats;
+
+const TEST_LIMIT: Duration = Duration::from_secs(10);
+
+fn broker(mqtt_toml: &str) -> isthmus::serve::Running {
+    let mut config = Config::from_toml(&format!("[mqtt]\n{mqtt_toml}")).expect("test config");
+    config.server.shards = 1;
+    config.server.pin_cores = false;
+    config.nats.listen = "127.0.0.1:0".parse().unwrap();
+    config.mqtt.listen = "127.0.0.1:0".parse().unwrap();
+    isthmus::serve::start(config).expect("start broker")
+}
+
+fn counter(
+    running: &isthmus::serve::Running,
+    field: fn(&ShardStats) -> &std::sync::atomic::AtomicU64,
+) -> u64 {
+    running.stats.iter().map(|s| ShardStats::get(field(s))).sum()
+}
+
+/// The payload of message `i`: its number, padded to `size` bytes.
+fn payload(i: usize, size: usize) -> Vec<u8> {
+    let mut bytes = format!("{i:08}").into_bytes();
+    bytes.resize(size, b'.');
+    bytes
+}
+
+fn index(payload: &[u8]) -> usize {
+    std::str::from_utf8(&payload[..8]).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos0_to_a_subscriber_that_never_reads_is_dropped_and_counted() {
+    const N: usize = 50_000;
+    const SIZE: usize = 1024;
+    const BATCH: usize = 100;
+    if common::peer() != common::Peer::Isthmus {
+        eprintln!("note: in-process isthmus test; skipped with ISTHMUS_TEST_PEER set");
+        return;
+    }
+    let running = broker("max_pending_bytes = 262144\n");
+    let addr = running.mqtt_addr().to_string();
+    within(TEST_LIMIT, async {
+        let topic = "slow/qos0";
+        // Never read: a 4 KiB receive buffer fills at once, then the broker's pending bytes.
+        let mut slow = RawMqtt::connect_small_rcvbuf(&addr, 4096).await;
+        slow.version = Version::V3_1_1;
+        slow.send(&Packet::Connect(Box::new(connect_packet(Version::V3_1_1, "slow0", true)))).await;
+        assert!(matches!(slow.expect_packet(PACKET_TIMEOUT).await, Packet::ConnAck(_)));
+        assert_eq!(slow.subscribe(topic, QoS::AtMostOnce).await, vec![ReasonCode(0)]);
+        let (mut fast, _) = RawMqtt::connect_as(&addr, Version::V3_1_1, "fast0", true).await;
+        fast.subscribe(topic, QoS::AtMostOnce).await;
+        let (mut publisher, _) = RawMqtt::connect_as(&addr, Version::V3_1_1, "pub0", true).await;
+
+        // The publisher runs in batches that the fast subscriber drains before the next one,
+        // so the fast subscriber is never over max_pending_bytes itself.
+        let mut received = 0;
+        let mut out = BytesMut::new();
+        for batch in 0..N / BATCH {
+            out.clear();
+            for i in batch * BATCH..(batch + 1) * BATCH {
+                let publish = publish_packet(topic, QoS::AtMostOnce, 0, &payload(i, SIZE));
+                encode(&Packet::Publish(publish), Version::V3_1_1, &mut out);
+            }
+            publisher.send_bytes(&out).await;
+            while received < (batch + 1) * BATCH {
+                let publish = fast.expect_publish(PACKET_TIMEOUT).await;
+                assert_eq!(index(&publish.payload), received, "fast subscriber lost or reordered");
+                assert_eq!(publish.payload.len(), SIZE);
+                received += 1;
+            }
+        }
+        assert_eq!(received, N);
+        let dropped = counter(&running, |s| &s.mqtt_dropped_qos0);
+        assert!(dropped > 0, "no QoS 0 delivery to the stalled subscriber was dropped");
+        // Everything not delivered to the slow subscriber's socket was counted: what it can
+        // have received is bounded by its buffers plus max_pending_bytes (a few MiB).
+        assert!(dropped as usize >= N - 8 * 1024 * 1024 / SIZE, "only {dropped} of {N} dropped");
+        fast.expect_nothing(QUIET).await;
+        drop(slow);
+    })
+    .await;
+    running.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos1_to_a_subscriber_that_never_acknowledges_is_dropped_past_the_queue() {
+    const N: usize = 2000;
+    const INFLIGHT: usize = 16;
+    const QUEUED: usize = 32;
+    const BATCH: usize = 16;
+    if common::peer() != common::Peer::Isthmus {
+        eprintln!("note: in-process isthmus test; skipped with ISTHMUS_TEST_PEER set");
+        return;
+    }
+    let running = broker(&format!("max_inflight = {INFLIGHT}\nmax_queued_messages = {QUEUED}\n"));
+    let addr = running.mqtt_addr().to_string();
+    within(TEST_LIMIT, async {
+        let topic = "slow/qos1";
+        let (mut slow, _) = RawMqtt::connect_as(&addr, Version::V5_0, "slow1", true).await;
+        assert_eq!(slow.subscribe(topic, QoS::AtLeastOnce).await, vec![ReasonCode(1)]);
+        let (mut fast, _) = RawMqtt::connect_as(&addr, Version::V5_0, "fast1", true).await;
+        fast.subscribe(topic, QoS::AtLeastOnce).await;
+        let (mut publisher, _) = RawMqtt::connect_as(&addr, Version::V5_0, "pub1", true).await;
+
+        let started = tokio::time::Instant::now();
+        let mut out = BytesMut::new();
+        let mut received = 0;
+        for batch in 0..N / BATCH {
+            out.clear();
+            let first_id = (batch * BATCH + 1) as u16;
+            for i in batch * BATCH..(batch + 1) * BATCH {
+                let packet_id = (i + 1) as u16;
+                let publish = publish_packet(topic, QoS::AtLeastOnce, packet_id, &payload(i, 64));
+                encode(&Packet::Publish(publish), Version::V5_0, &mut out);
+            }
+            publisher.send_bytes(&out).await;
+            // The publisher is acknowledged whatever the slow subscriber does.
+            for k in 0..BATCH as u16 {
+                match publisher.expect_packet(PACKET_TIMEOUT).await {
+                    Packet::PubAck(puback) => assert_eq!(puback.packet_id, first_id + k),
+                    other => panic!("publisher expected PUBACK, got {other:?}"),
+                }
+            }
+            while received < (batch + 1) * BATCH {
+                let publish = fast.expect_publish(PACKET_TIMEOUT).await;
+                assert_eq!(index(&publish.payload), received, "fast subscriber lost or reordered");
+                fast.send(&Packet::PubAck(ack(publish.packet_id))).await;
+                received += 1;
+            }
+        }
+        let elapsed = started.elapsed();
+        assert!(elapsed < Duration::from_secs(5), "publisher took {elapsed:?}: stalled?");
+        assert_eq!(received, N);
+
+        let dropped = counter(&running, |s| &s.mqtt_dropped_queue_full);
+        assert_eq!(
+            dropped as usize,
+            N - INFLIGHT - QUEUED,
+            "{INFLIGHT} in flight and {QUEUED} queued for the slow subscriber, the rest dropped"
+        );
+        // The slow subscriber holds exactly the inflight window ...
+        let mut window = Vec::new();
+        for _ in 0..INFLIGHT {
+            window.push(slow.expect_publish(PACKET_TIMEOUT).await);
+        }
+        slow.expect_nothing(QUIET).await;
+        // ... and acknowledging it releases the queued ones, oldest first; nothing else.
+        let mut got: Vec<usize> = window.iter().map(|p| index(&p.payload)).collect();
+        for publish in &window {
+            slow.send(&Packet::PubAck(ack(publish.packet_id))).await;
+        }
+        while got.len() < INFLIGHT + QUEUED {
+            let publish = slow.expect_publish(PACKET_TIMEOUT).await;
+            got.push(index(&publish.payload));
+            slow.send(&Packet::PubAck(ack(publish.packet_id))).await;
+        }
+        assert_eq!(got, (0..INFLIGHT + QUEUED).collect::<Vec<_>>());
+        slow.expect_nothing(QUIET).await;
+    })
+    .await;
+    running.stop();
+}
