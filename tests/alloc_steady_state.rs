@@ -201,3 +201,96 @@ fn steady_state_pub_sub_allocates_nothing_per_message() {
     assert!(ours * 500 < messages as u64, "cross shard: isthmus made {ours} allocations");
     assert!(count * 10 < messages as u64, "{count} allocations ({bytes} bytes) for {messages}");
 }
+
+/// MQTT 3.1.1 CONNECT with clean session, keep alive 60 s and client id `id`.
+fn mqtt_connect(addr: SocketAddr, id: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut packet =
+        vec![0x10, (12 + id.len()) as u8, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60];
+    packet.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    packet.extend_from_slice(id.as_bytes());
+    stream.write_all(&packet).unwrap();
+    let mut connack = [0u8; 4];
+    stream.read_exactly_into(&mut connack);
+    assert_eq!(connack, [0x20, 2, 0, 0], "CONNACK");
+    stream
+}
+
+/// Publishes `rounds * BATCH` MQTT messages at `qos` on `alloc/test` (a topic that needs
+/// translating); the subscriber holds a QoS 0 subscription. Returns what [`pump`] returns.
+fn pump_mqtt(
+    publisher: &mut TcpStream,
+    subscriber: &mut TcpStream,
+    qos: u8,
+    rounds: usize,
+    trace: bool,
+) -> (u64, u64, u64) {
+    const TOPIC: &[u8] = b"alloc/test";
+    let mut frame = Vec::new();
+    for _ in 0..BATCH {
+        let id_len = if qos > 0 { 2 } else { 0 };
+        frame.push(0x30 | (qos << 1));
+        frame.push((2 + TOPIC.len() + id_len + PAYLOAD.len()) as u8);
+        frame.extend_from_slice(&(TOPIC.len() as u16).to_be_bytes());
+        frame.extend_from_slice(TOPIC);
+        if qos > 0 {
+            frame.extend_from_slice(&[0, 1]);
+        }
+        frame.extend_from_slice(PAYLOAD);
+    }
+    let delivered = 2 + 2 + TOPIC.len() + PAYLOAD.len();
+    let mut sink = vec![0u8; 256 * 1024];
+    let (count0, bytes0, ours0) = (
+        ALLOCATIONS.load(Ordering::Relaxed),
+        ALLOCATED_BYTES.load(Ordering::Relaxed),
+        OURS.load(Ordering::Relaxed),
+    );
+    TRACING.store(trace, Ordering::Relaxed);
+    for _ in 0..rounds {
+        publisher.write_all(&frame).unwrap();
+        read_exactly(subscriber, delivered * BATCH, &mut sink);
+        if qos > 0 {
+            read_exactly(publisher, 4 * BATCH, &mut sink);
+        }
+    }
+    TRACING.store(false, Ordering::Relaxed);
+    (
+        ALLOCATIONS.load(Ordering::Relaxed) - count0,
+        ALLOCATED_BYTES.load(Ordering::Relaxed) - bytes0,
+        OURS.load(Ordering::Relaxed) - ours0,
+    )
+}
+
+#[test]
+fn steady_state_mqtt_pub_sub_allocates_nothing_per_message() {
+    for qos in [0u8, 1] {
+        let mut config = Config::default();
+        config.server.shards = 1;
+        config.nats.listen = "127.0.0.1:0".parse().unwrap();
+        config.mqtt.listen = "127.0.0.1:0".parse().unwrap();
+        let running = isthmus::serve::start(config).unwrap();
+        let mut subscriber = mqtt_connect(running.mqtt_addr(), "alloc-sub");
+        let subscribe =
+            [0x82, 15, 0, 1, 0, 10, b'a', b'l', b'l', b'o', b'c', b'/', b't', b'e', b's', b't', 0];
+        subscriber.write_all(&subscribe).unwrap();
+        let mut suback = [0u8; 5];
+        subscriber.read_exactly_into(&mut suback);
+        assert_eq!(suback, [0x90, 3, 0, 1, 0], "SUBACK");
+        let mut publisher = mqtt_connect(running.mqtt_addr(), "alloc-pub");
+        pump_mqtt(&mut publisher, &mut subscriber, qos, 200, false);
+        let rounds = 400;
+        let (count, bytes, ours) = pump_mqtt(&mut publisher, &mut subscriber, qos, rounds, true);
+        let messages = (rounds * BATCH) as u64;
+        eprintln!(
+            "mqtt qos {qos}: {messages} msgs: {count} allocations / {bytes} bytes in all, \
+             {ours} by isthmus code"
+        );
+        running.stop();
+        assert_eq!(
+            ours, 0,
+            "isthmus code allocated during MQTT pub/sub at QoS {qos} (traces above)"
+        );
+        assert!(count * 10 < messages, "{count} allocations ({bytes} bytes) for {messages}");
+    }
+}

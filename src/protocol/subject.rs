@@ -30,6 +30,7 @@
 //!   becomes `ab`) and delivers topics MQTT forbids.
 //! - `$` topics map like any other; [`is_reserved_for_wildcards`] implements [MQTT-4.7.2-1].
 
+use bytes::BufMut;
 use std::borrow::Cow;
 use std::fmt;
 
@@ -236,6 +237,29 @@ fn is_space(b: u8) -> bool {
 /// The shared engine of [`mqtt_topic_to_subject`] and [`mqtt_filter_to_subject`]; `input` is
 /// non-empty. Checks everything first, then copies only if some byte or level changes.
 fn mqtt_to_subject(input: &[u8], wildcards: bool) -> Result<Cow<'_, [u8]>, TopicError> {
+    let Some(size) = translated_size(input, wildcards)? else { return Ok(Cow::Borrowed(input)) };
+    let mut subject = Vec::with_capacity(size);
+    write_subject(input, &mut subject);
+    debug_assert_eq!(subject.len(), size);
+    Ok(Cow::Owned(subject))
+}
+
+/// Like [`mqtt_topic_to_subject`], but a translated subject is appended to `out` instead of
+/// a new vector (so a caller with a reused buffer allocates nothing). Returns `Ok(false)`,
+/// writing nothing, when the topic is its own subject.
+pub fn mqtt_topic_to_subject_into(topic: &[u8], out: &mut impl BufMut) -> Result<bool, TopicError> {
+    if topic.is_empty() {
+        return Err(TopicError::EmptyTopic);
+    }
+    if translated_size(topic, false)?.is_none() {
+        return Ok(false);
+    }
+    write_subject(topic, out);
+    Ok(true)
+}
+
+/// Checks an MQTT topic or filter; `None` if it is its own subject, else the translated size.
+fn translated_size(input: &[u8], wildcards: bool) -> Result<Option<usize>, TopicError> {
     debug_assert!(!input.is_empty());
     check_characters(input)?;
     let mut unchanged = true;
@@ -258,33 +282,35 @@ fn mqtt_to_subject(input: &[u8], wildcards: bool) -> Result<Cow<'_, [u8]>, Topic
         }
     }
     if unchanged && extra == 0 && !input.contains(&b'/') {
-        return Ok(Cow::Borrowed(input));
+        return Ok(None);
     }
-    let mut subject = Vec::with_capacity(input.len() + extra);
+    Ok(Some(input.len() + extra))
+}
+
+/// Appends the subject of a checked topic or filter.
+fn write_subject(input: &[u8], subject: &mut impl BufMut) {
     for (index, level) in input.split(|&b| b == b'/').enumerate() {
         if index > 0 {
-            subject.push(b'.');
+            subject.put_u8(b'.');
         }
-        escape_level(level, &mut subject);
+        escape_level(level, subject);
     }
-    debug_assert_eq!(subject.len(), input.len() + extra);
-    Ok(Cow::Owned(subject))
 }
 
 /// Appends the NATS token for one MQTT level (already checked).
-fn escape_level(level: &[u8], subject: &mut Vec<u8>) {
+fn escape_level(level: &[u8], subject: &mut impl BufMut) {
     match level {
-        b"" => subject.push(b'/'),
-        b"+" => subject.push(b'*'),
-        b"#" => subject.push(b'>'),
-        b"*" => subject.extend_from_slice(b"/*"),
-        b">" => subject.extend_from_slice(b"/>"),
+        b"" => subject.put_u8(b'/'),
+        b"+" => subject.put_u8(b'*'),
+        b"#" => subject.put_u8(b'>'),
+        b"*" => subject.put_slice(b"/*"),
+        b">" => subject.put_slice(b"/>"),
         _ => {
             for &b in level {
                 if b == b'.' {
-                    subject.extend_from_slice(b"//");
+                    subject.put_slice(b"//");
                 } else {
-                    subject.push(b);
+                    subject.put_u8(b);
                 }
             }
         }
