@@ -759,7 +759,11 @@ class MqttClient:
         return self.disconnects[0]
 
     def is_connected(self) -> bool:
-        return self.client.is_connected()
+        """CONNACK Success and no close since (paho's own is_connected() stays True after a
+        server DISCONNECT)."""
+        with self.changed:
+            accepted = self.connack is not None and self.connack[1] == 0
+            return accepted and not self.disconnects and self.client.is_connected()
 
     def close(self):
         """Teardown: disconnect if still connected and stop the loop thread."""

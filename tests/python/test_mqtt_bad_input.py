@@ -65,7 +65,6 @@ def connected(broker, level=5, client_id="offender"):
 MALFORMED_5 = {
     "publish-qos-3": (packet(0x36, mqtt_str("a/b") + b"\x00\x01\x00hi"), 0x81),
     "subscribe-reserved-flags": (packet(0x80, b"\x00\x01\x00" + mqtt_str("a/b") + b"\x00"), 0x81),
-    "subscribe-qos-3": (subscribe_packet(1, [("a/b", 3)]), 0x81),
     "topic-invalid-utf8": (publish_packet(b"a/\xff", b"x"), 0x81),
     "topic-with-nul": (publish_packet("a/\x00b", b"x"), 0x81),
     "unknown-property": (packet(0x30, mqtt_str("a/b") + b"\x02\x7f\x00x"), 0x81),
@@ -80,6 +79,45 @@ def test_bad_packet_gets_disconnect_reason_5(broker, bystander, case):
     raw, _ = connected(broker)
     raw.send(data)
     assert_closed_with(raw, reason)
+    bystander.check()
+
+
+def test_subscribe_maximum_qos_3_closes(broker, bystander):
+    raw, _ = connected(broker)
+    raw.send(subscribe_packet(1, [("a/b", 3)]))
+    packets, closed = raw.read_until_close(5)
+    assert closed and [p.type for p in packets] == [DISCONNECT], packets
+    assert packets[0].reason() in (0x81, 0x82), f"reason {packets[0].reason():#x}"
+    bystander.check()
+
+
+@isthmus_only_because("mosquitto 2.0.11 answers 0x81; MQTT 5.0 3.8.3.1 makes it a Protocol Error")
+def test_subscribe_maximum_qos_3_is_protocol_error(broker, bystander):
+    raw, _ = connected(broker)
+    raw.send(subscribe_packet(1, [("a/b", 3)]))
+    assert_closed_with(raw, 0x82)
+    bystander.check()
+
+
+@pytest.mark.parametrize("level", [4, 5])
+@isthmus_only_because(
+    "mosquitto 2.0.11 closes on a misplaced wildcard; Isthmus answers SUBACK failure "
+    "(docs/mqtt-subjects.md)"
+)
+def test_invalid_filters_refused_in_suback(broker, bystander, level):
+    raw, _ = connected(broker, level=level)
+    filters = [("a/#/b", 1), ("ok/t", 1), ("a+", 0), ("$share/g", 1), ("$share/g/x/#", 1)]
+    raw.send(subscribe_packet(1, filters, level=level))
+    suback = raw.read_packet()
+    assert suback.type == 9, suback
+    refused = 0x80 if level == 4 else 0x8F  # 5.0: Topic Filter invalid
+    skip = 3 if level == 5 else 2  # packet id (+ 5.0 empty property length)
+    assert list(suback.body[skip:]) == [refused, 1, refused, refused, 1], suback
+    # The connection stays and the accepted filters work.
+    pub = mqtt_client(broker, "valid-pub", level=5)
+    pub.publish("ok/t", b"ok", qos=1)
+    got = raw.read_packet().publish(level)
+    assert (got["topic"], got["payload"]) == ("ok/t", b"ok")
     bystander.check()
 
 

@@ -286,3 +286,35 @@ async def test_nats_publishes_queued_for_offline_mqtt_session(broker, level):
     assert back.session_present
     got = await blocking(back.get_n, 5, 5)
     assert [(m.payload, m.qos) for m in got] == [(b"cmd %d" % i, 1) for i in range(5)]
+
+
+async def test_large_payload_both_ways(broker):
+    payload = bytes(range(256)) * 2000  # 512000 bytes
+    nc, got = await nats_subscriber(broker, "big.out")
+    pub = await blocking(mqtt_client, broker, "big-mqtt", level=5)
+    await blocking(pub.publish, "big/out", payload, qos=1)
+    assert await wait_until(lambda: got.count() >= 1, 5)
+    assert got.data == [payload]
+
+    sub = await blocking(mqtt_client, broker, "big-sub", level=4)
+    await blocking(sub.subscribe, "big/in", qos=1)
+    await nc.publish("big.in", payload)
+    await sync(nc)
+    assert (await blocking(sub.get, 5)).payload == payload
+
+
+async def test_retained_mqtt_publish_reaches_nats_with_qos_digit(broker):
+    _, got = await nats_subscriber(broker, "ret.nats")
+    pub = await blocking(mqtt_client, broker, "ret-pub", level=5)
+    await blocking(pub.publish, "ret/nats", b"kept", qos=1, retain=True)
+    assert await wait_until(lambda: got.count() >= 1, 5)
+    assert got.msgs[0].headers == {"Nmqtt-Pub": "1"}
+    # A NATS publish is never retained: a late MQTT subscriber gets only the MQTT one.
+    nc = await connect(broker)
+    await nc.publish("ret.nats", b"live only")
+    await sync(nc)
+    late = await blocking(mqtt_client, broker, "ret-late", level=5)
+    await blocking(late.subscribe, "ret/nats", qos=1)
+    msg = await blocking(late.get, 5)
+    assert (msg.payload, msg.retain) == (b"kept", True)
+    await blocking(late.assert_no_message, 0.3)

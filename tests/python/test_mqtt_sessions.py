@@ -111,3 +111,51 @@ def test_takeover_keeps_persistent_session(broker, level):
     assert new.session_present is True
     mqtt_client(broker, "sess-pubt", level=level).publish("sess/take", b"to new", qos=1)
     assert new.get().payload == b"to new"
+
+
+@pytest.mark.parametrize("level", MQTT_LEVELS)
+def test_offline_queue_keeps_oldest_max_queued_messages(broker_factory, level):
+    """20 publishes for an offline session with max_queued_messages 3: the first 3 are kept.
+
+    Both mosquitto 2.0.11 and Isthmus keep exactly max_queued_messages for an offline session
+    (max_inflight does not add to it while the client is away).
+    """
+    broker = broker_factory(config={"mqtt": {"max_inflight": 2, "max_queued_messages": 3}})
+    first = persistent(broker, "sess-full", level, clean=level == 5)
+    first.subscribe("sess/full", qos=1)
+    first.disconnect()
+    pub = mqtt_client(broker, "sess-pub-full", level=level)
+    for i in range(20):
+        pub.publish("sess/full", b"%d" % i, qos=1)
+    resumed = persistent(broker, "sess-full", level, clean=False)
+    assert [m.payload for m in resumed.drain(1.0)] == [b"0", b"1", b"2"]
+    # The session still works once drained.
+    pub.publish("sess/full", b"fresh", qos=1)
+    assert resumed.get().payload == b"fresh"
+
+
+@pytest.mark.parametrize("level", MQTT_LEVELS)
+def test_session_resumed_repeatedly(broker, level):
+    pub = mqtt_client(broker, "sess-pub-rep", level=level)
+    client = persistent(broker, "sess-rep", level, clean=level == 5)
+    client.subscribe("sess/rep", qos=1)
+    for cycle in range(3):
+        client.disconnect()
+        pub.publish("sess/rep", b"cycle %d" % cycle, qos=1)
+        client = persistent(broker, "sess-rep", level, clean=False)
+        assert client.session_present is True, f"cycle {cycle}"
+        assert client.get().payload == b"cycle %d" % cycle
+
+
+@pytest.mark.parametrize("level", MQTT_LEVELS)
+def test_unsubscribe_persists_in_session(broker, level):
+    client = persistent(broker, "sess-unsub", level, clean=level == 5)
+    client.subscribe("sess/keep", qos=1)
+    client.subscribe("sess/drop", qos=1)
+    client.unsubscribe("sess/drop")
+    client.disconnect()
+    pub = mqtt_client(broker, "sess-pub-unsub", level=level)
+    pub.publish("sess/drop", b"dropped filter", qos=1)
+    pub.publish("sess/keep", b"kept filter", qos=1)
+    resumed = persistent(broker, "sess-unsub", level, clean=False)
+    assert [m.payload for m in resumed.drain(1.0)] == [b"kept filter"]
