@@ -7,7 +7,7 @@
 //! `mosquitto` (2.0.x): see [`mqtt_broker`] and [`isthmus_broker`], and [`mqtt`] for the MQTT
 //! clients. The MQTT settings in `[mqtt]` are translated for mosquitto where it has an
 //! equivalent (`max_packet_bytes`, `receive_maximum`, `max_queued_messages`,
-//! `topic_alias_maximum`). The isthmus settings in `extra_toml` (`[nats] max_payload`,
+//! `topic_alias_maximum`, `server_keep_alive_s`). The isthmus settings in `extra_toml` (`[nats] max_payload`,
 //! `max_control_line`, `max_pending`, `ping_interval_ms`, `ping_max`, `write_deadline_ms`;
 //! `[server] name`) are translated into a nats-server config file; other keys are ignored. Shard placement (`client_id % shards`) is
 //! meaningless for nats-server, but its client ids count up from 1, so the helpers still work.
@@ -225,6 +225,7 @@ impl Broker {
             ("receive_maximum", "max_inflight_messages"),
             ("max_queued_messages", "max_queued_messages"),
             ("topic_alias_maximum", "max_topic_alias"),
+            ("server_keep_alive_s", "max_keepalive"),
         ] {
             if let Some(value) = int(ours) {
                 conf.push_str(&format!("{theirs} {value}\n"));
