@@ -294,3 +294,113 @@ fn steady_state_mqtt_pub_sub_allocates_nothing_per_message() {
         assert!(count * 10 < messages, "{count} allocations ({bytes} bytes) for {messages}");
     }
 }
+
+/// NATS publishes with a header, to an MQTT 5 subscriber whose subscription has an identifier:
+/// the delivery needs a translated topic, a user property and a Subscription Identifier, and
+/// must still allocate nothing in Isthmus code.
+#[test]
+fn steady_state_nats_to_mqtt5_allocates_nothing_per_message() {
+    use bytes::BytesMut;
+    use isthmus::protocol::mqtt::codec::encode;
+    use isthmus::protocol::mqtt::packet::{
+        Connect, ConnectProperties, Packet, Publish, PublishProperties, QoS, Subscribe,
+        SubscribeProperties, SubscriptionOptions, Version,
+    };
+
+    let mut config = Config::default();
+    config.server.shards = 1;
+    config.nats.listen = "127.0.0.1:0".parse().unwrap();
+    config.mqtt.listen = "127.0.0.1:0".parse().unwrap();
+    let running = isthmus::serve::start(config).unwrap();
+
+    let mut subscriber = TcpStream::connect(running.mqtt_addr()).unwrap();
+    subscriber.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut out = BytesMut::new();
+    let connect = Connect {
+        version: Version::V5_0,
+        clean_start: true,
+        keep_alive_seconds: 60,
+        client_id: "alloc-v5".into(),
+        will: None,
+        username: None,
+        password: None,
+        properties: ConnectProperties::default(),
+    };
+    encode(&Packet::Connect(Box::new(connect)), Version::V5_0, &mut out);
+    let subscribe = Subscribe {
+        packet_id: 1,
+        filters: vec![("alloc/nats".into(), SubscriptionOptions::with_qos(QoS::AtMostOnce))],
+        properties: SubscribeProperties { subscription_identifier: Some(7), ..Default::default() },
+    };
+    encode(&Packet::Subscribe(subscribe), Version::V5_0, &mut out);
+    subscriber.write_all(&out).unwrap();
+    // CONNACK (with properties) and SUBACK: read until the SUBACK's 0x90 packet is complete.
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !(seen.len() >= 6 && seen[seen.len() - 6..seen.len() - 1] == [0x90, 4, 0, 1, 0]) {
+        subscriber.read_exact(&mut byte).unwrap();
+        seen.push(byte[0]);
+    }
+
+    let mut publisher = TcpStream::connect(running.nats_addr()).unwrap();
+    publisher.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut info = [0u8; 1024];
+    let _ = publisher.read(&mut info).unwrap();
+    publisher.write_all(b"CONNECT {\"verbose\":false,\"headers\":true}\r\n").unwrap();
+    let headers: &[u8] = b"NATS/1.0\r\nunit: C\r\n\r\n";
+    let mut frame = Vec::new();
+    for _ in 0..BATCH {
+        let line =
+            format!("HPUB alloc.nats {} {}\r\n", headers.len(), headers.len() + PAYLOAD.len());
+        frame.extend_from_slice(line.as_bytes());
+        frame.extend_from_slice(headers);
+        frame.extend_from_slice(PAYLOAD);
+        frame.extend_from_slice(b"\r\n");
+    }
+    let expected = Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: false,
+        topic: "alloc/nats".into(),
+        packet_id: 0,
+        payload: PAYLOAD[..].into(),
+        properties: PublishProperties {
+            user_properties: vec![("unit".into(), "C".into())],
+            subscription_identifiers: vec![7],
+            ..Default::default()
+        },
+    };
+    let mut expected_bytes = BytesMut::new();
+    encode(&Packet::Publish(expected), Version::V5_0, &mut expected_bytes);
+    let delivered = expected_bytes.len();
+    let mut first = vec![0u8; delivered];
+    publisher.write_all(&frame).unwrap();
+    subscriber.read_exactly_into(&mut first);
+    assert_eq!(first, &expected_bytes[..], "the delivery carries topic, user property and id");
+    let mut sink = vec![0u8; 256 * 1024];
+    read_exactly(&mut subscriber, delivered * (BATCH - 1), &mut sink);
+
+    let round = |publisher: &mut TcpStream, subscriber: &mut TcpStream, sink: &mut [u8]| {
+        publisher.write_all(&frame).unwrap();
+        read_exactly(subscriber, delivered * BATCH, sink);
+    };
+    for _ in 0..200 {
+        round(&mut publisher, &mut subscriber, &mut sink);
+    }
+    let rounds = 400;
+    let (count0, ours0) = (ALLOCATIONS.load(Ordering::Relaxed), OURS.load(Ordering::Relaxed));
+    TRACING.store(true, Ordering::Relaxed);
+    for _ in 0..rounds {
+        round(&mut publisher, &mut subscriber, &mut sink);
+    }
+    TRACING.store(false, Ordering::Relaxed);
+    let count = ALLOCATIONS.load(Ordering::Relaxed) - count0;
+    let ours = OURS.load(Ordering::Relaxed) - ours0;
+    let messages = (rounds * BATCH) as u64;
+    eprintln!(
+        "nats -> mqtt 5: {messages} msgs: {count} allocations in all, {ours} by isthmus code"
+    );
+    running.stop();
+    assert_eq!(ours, 0, "isthmus code allocated delivering NATS messages to MQTT 5 (traces above)");
+    assert!(count * 10 < messages, "{count} allocations for {messages}");
+}

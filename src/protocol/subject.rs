@@ -190,31 +190,47 @@ pub fn mqtt_filter_to_subject(filter: &[u8]) -> Result<FilterSubject<'_>, TopicE
 /// character error) when no MQTT topic maps to `subject`; the caller skips that delivery and
 /// counts it. Returns `subject` itself, borrowed, when it is one token with nothing to unescape.
 pub fn subject_to_mqtt_topic(subject: &[u8]) -> Result<Cow<'_, [u8]>, TopicError> {
+    let mut topic = Vec::new();
+    if subject_to_mqtt_topic_into(subject, &mut topic)? {
+        Ok(Cow::Owned(topic))
+    } else {
+        Ok(Cow::Borrowed(subject))
+    }
+}
+
+/// Like [`subject_to_mqtt_topic`], but a translated topic is appended to `out` (so a caller
+/// with a reused buffer allocates nothing). Returns `Ok(false)`, writing nothing, when the
+/// subject is its own topic. On an error `out` may hold part of a topic: discard it.
+pub fn subject_to_mqtt_topic_into(
+    subject: &[u8],
+    out: &mut impl BufMut,
+) -> Result<bool, TopicError> {
     check_characters(subject)?;
     if !subject.contains(&b'/') && !subject.contains(&b'.') {
         return match subject {
             b"" | b"*" | b">" => Err(TopicError::NoMqttForm),
             _ if subject.iter().any(|&b| b == b'+' || b == b'#') => Err(TopicError::NoMqttForm),
             _ if subject.len() > MQTT_TOPIC_BYTES_MAX => Err(TopicError::TooLong),
-            _ => Ok(Cow::Borrowed(subject)),
+            _ => Ok(false),
         };
     }
-    let mut topic = Vec::with_capacity(subject.len());
+    let mut written = 0;
     for (index, token) in subject.split(|&b| b == b'.').enumerate() {
         if index > 0 {
-            topic.push(b'/');
+            out.put_u8(b'/');
+            written += 1;
         }
-        unescape_token(token, &mut topic)?;
+        written += unescape_token(token, out)?;
     }
-    if topic.is_empty() {
+    if written == 0 {
         // The subject `/`: one empty level, which is the empty (invalid) topic.
         return Err(TopicError::NoMqttForm);
     }
     // Unescaping never lengthens, so a subject this long may still fit; check the result.
-    if topic.len() > MQTT_TOPIC_BYTES_MAX {
+    if written > MQTT_TOPIC_BYTES_MAX {
         return Err(TopicError::TooLong);
     }
-    Ok(Cow::Owned(topic))
+    Ok(true)
 }
 
 /// True if `filter` (a NATS filter made by [`mqtt_filter_to_subject`]) starts with a wildcard:
@@ -318,29 +334,31 @@ fn escape_level(level: &[u8], subject: &mut impl BufMut) {
 }
 
 /// Appends the MQTT level for one NATS token, or fails if no level maps to it.
-fn unescape_token(token: &[u8], topic: &mut Vec<u8>) -> Result<(), TopicError> {
+fn unescape_token(token: &[u8], topic: &mut impl BufMut) -> Result<usize, TopicError> {
     match token {
-        b"/" => return Ok(()),
+        b"/" => return Ok(0),
         b"/*" => {
-            topic.push(b'*');
-            return Ok(());
+            topic.put_u8(b'*');
+            return Ok(1);
         }
         b"/>" => {
-            topic.push(b'>');
-            return Ok(());
+            topic.put_u8(b'>');
+            return Ok(1);
         }
         b"" | b"*" | b">" => return Err(TopicError::NoMqttForm),
         _ => {}
     }
+    let mut written = 0;
     let mut bytes = token.iter();
     while let Some(&b) = bytes.next() {
         match b {
-            b'/' if bytes.next() == Some(&b'/') => topic.push(b'.'),
+            b'/' if bytes.next() == Some(&b'/') => topic.put_u8(b'.'),
             b'/' | b'+' | b'#' => return Err(TopicError::NoMqttForm),
-            _ => topic.push(b),
+            _ => topic.put_u8(b),
         }
+        written += 1;
     }
-    Ok(())
+    Ok(written)
 }
 
 /// The character rules shared by both directions: well-formed UTF-8, no NUL, and none of the

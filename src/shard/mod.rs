@@ -169,6 +169,7 @@ pub struct Shard {
     store: RefCell<Box<dyn session::SessionStore>>,
     retained: RefCell<Retained>,
     adopted: RefCell<Vec<mesh::Adopt>>,
+    mqtt_scratch: RefCell<mqtt::Scratch>,
 }
 
 impl Shard {
@@ -207,6 +208,7 @@ impl Shard {
             store: RefCell::new(Box::new(session::MemoryStore)),
             retained: RefCell::new(Retained::default()),
             adopted: RefCell::new(Vec::new()),
+            mqtt_scratch: RefCell::default(),
         }
     }
 

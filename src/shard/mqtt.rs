@@ -26,7 +26,6 @@ use bytes::{Bytes, BytesMut};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use smallvec::SmallVec;
-use std::borrow::Cow;
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -674,6 +673,16 @@ struct Subscribed {
     retained: Vec<Pending>,
 }
 
+/// Buffers reused by every outgoing PUBLISH of a shard, so that a delivery that needs a
+/// translated topic, a Subscription Identifier or user properties allocates nothing: each is
+/// filled, lent to the packet while it is encoded, and taken back.
+#[derive(Debug, Default)]
+pub(super) struct Scratch {
+    topic: BytesMut,
+    identifiers: Vec<u32>,
+    user_properties: Vec<(Bytes, Bytes)>,
+}
+
 /// Why a delivery was not written.
 enum Skip {
     NoTopic,
@@ -781,6 +790,7 @@ impl Shard {
                         flight.packet_id,
                         true,
                         now,
+                        &mut self.mqtt_scratch.borrow_mut(),
                     ) {
                         Ok(()) => kept.push_back(flight),
                         Err(skip) => self.count_skip(skip),
@@ -1031,7 +1041,15 @@ impl Shard {
                 return;
             }
             let now = Instant::now();
-            match write_publish(&mut conn.out, s, &pending, 0, false, now) {
+            match write_publish(
+                &mut conn.out,
+                s,
+                &pending,
+                0,
+                false,
+                now,
+                &mut self.mqtt_scratch.borrow_mut(),
+            ) {
                 Ok(()) => {
                     self.count_out(&pending.message);
                     self.after_append(conn);
@@ -1060,7 +1078,8 @@ impl Shard {
         let mut conns = self.conns.borrow_mut();
         let conn = &mut conns[slot as usize];
         let packet_id = s.allocate_packet_id();
-        match write_publish(&mut conn.out, s, &pending, packet_id, false, Instant::now()) {
+        let scratch = &mut self.mqtt_scratch.borrow_mut();
+        match write_publish(&mut conn.out, s, &pending, packet_id, false, Instant::now(), scratch) {
             Ok(()) => {
                 self.count_out(&pending.message);
                 self.after_append(conn);
@@ -1199,6 +1218,7 @@ fn write_publish(
     packet_id: u16,
     dup: bool,
     now: Instant,
+    scratch: &mut Scratch,
 ) -> Result<(), Skip> {
     let message = &pending.message;
     if message.expired(now) {
@@ -1212,13 +1232,20 @@ fn write_publish(
     let topic = if message.meta.from_mqtt {
         message.meta.topic.clone()
     } else {
-        match subject::subject_to_mqtt_topic(&message.subject) {
-            Ok(Cow::Borrowed(_)) => message.subject.clone(),
-            Ok(Cow::Owned(topic)) => Bytes::from(topic),
+        // Reclaims the scratch chunk: the topic cut from it last time was dropped after encoding.
+        scratch.topic.clear();
+        scratch.topic.reserve(message.subject.len());
+        match subject::subject_to_mqtt_topic_into(&message.subject, &mut scratch.topic) {
+            Ok(true) => scratch.topic.split().freeze(),
+            Ok(false) => message.subject.clone(),
             Err(_) => return Err(Skip::NoTopic),
         }
     };
-    let mut properties = PublishProperties::default();
+    let mut properties = PublishProperties {
+        subscription_identifiers: std::mem::take(&mut scratch.identifiers),
+        user_properties: std::mem::take(&mut scratch.user_properties),
+        ..Default::default()
+    };
     let mut alias = None;
     if s.version == Version::V5_0 {
         if let Some(p) = &message.meta.properties {
@@ -1230,11 +1257,12 @@ fn write_publish(
             properties.content_type = p.content_type.clone();
             properties.response_topic = p.response_topic.clone();
             properties.correlation_data = p.correlation_data.clone();
-            properties.user_properties = p.user_properties.clone();
+            properties.user_properties.extend(p.user_properties.iter().cloned());
         }
         if !message.meta.from_mqtt {
             if !message.headers.is_empty() {
-                properties.user_properties = interop::user_properties(&message.headers);
+                properties.user_properties.clear();
+                interop::user_properties_into(&message.headers, &mut properties.user_properties);
             }
             if !message.reply.is_empty() {
                 // A reply subject without an MQTT form is not passed on (the request still is).
@@ -1267,7 +1295,16 @@ fn write_publish(
         properties,
     };
     let before = out.len();
-    codec::encode(&Packet::Publish(publish), s.version, out);
+    let packet = Packet::Publish(publish);
+    codec::encode(&packet, s.version, out);
+    if let Packet::Publish(Publish { properties, .. }) = packet {
+        let PublishProperties { mut subscription_identifiers, mut user_properties, .. } =
+            properties;
+        subscription_identifiers.clear();
+        user_properties.clear();
+        scratch.identifiers = subscription_identifiers;
+        scratch.user_properties = user_properties;
+    }
     if out.len() - before > s.max_packet as usize {
         out.truncate(before);
         return Err(Skip::TooLarge);

@@ -69,6 +69,12 @@ pub fn nats_headers(qos: u8, user_properties: &[(Bytes, Bytes)]) -> (Bytes, usiz
 /// UTF-8, or over 65,535 bytes) are left out.
 pub fn user_properties(headers: &Bytes) -> Vec<(Bytes, Bytes)> {
     let mut found = Vec::new();
+    user_properties_into(headers, &mut found);
+    found
+}
+
+/// [`user_properties`] appended to `found`, for a caller that reuses its vector.
+pub fn user_properties_into(headers: &Bytes, found: &mut Vec<(Bytes, Bytes)>) {
     let mut lines = headers.split(|&b| b == b'\n');
     let _status = lines.next();
     for line in lines {
@@ -88,7 +94,6 @@ pub fn user_properties(headers: &Bytes) -> Vec<(Bytes, Bytes)> {
         }
         found.push((headers.slice_ref(name), headers.slice_ref(value)));
     }
-    found
 }
 
 /// The value of header `name` (case-insensitive) in a NATS header block.
