@@ -5,11 +5,12 @@
 //! process-wide sequence number; an update older than what a shard already has is ignored, so
 //! every shard ends with the same message per subject whatever order updates arrive in.
 //! A deletion (empty retained payload) is kept as a tombstone with its sequence number for the
-//! same reason. Lookups by filter scan the set (see docs/mqtt.md, known gaps).
+//! same reason. Messages sit in a subject trie, so a subscribe visits only the subjects its
+//! filter matches.
 
+use super::trie::Trie;
 use crate::message::Message;
-use crate::protocol::subject::{filter_matches, is_reserved_subject};
-use ahash::AHashMap;
+use crate::protocol::subject::is_reserved_subject;
 use bytes::Bytes;
 
 #[derive(Debug)]
@@ -21,7 +22,8 @@ struct Entry {
 /// The retained messages of one shard's replica.
 #[derive(Debug, Default)]
 pub struct Retained {
-    entries: AHashMap<Bytes, Entry>,
+    /// One entry per subject ever retained (tombstones included).
+    trie: Trie<Entry>,
     live: usize,
 }
 
@@ -29,7 +31,8 @@ impl Retained {
     /// Sets (`Some`) or deletes (`None`) the retained message of `subject` if `seq` is newer
     /// than what is held. Returns true if it changed anything.
     pub fn apply(&mut self, subject: Bytes, seq: u64, message: Option<Message>) -> bool {
-        match self.entries.get_mut(&subject) {
+        let entries = self.trie.values_mut(&subject);
+        match entries.first_mut() {
             Some(entry) if entry.seq >= seq => false,
             Some(entry) => {
                 self.live = self.live + usize::from(message.is_some())
@@ -39,7 +42,7 @@ impl Retained {
             }
             None => {
                 self.live += usize::from(message.is_some());
-                self.entries.insert(subject, Entry { seq, message });
+                entries.push(Entry { seq, message });
                 true
             }
         }
@@ -48,15 +51,15 @@ impl Retained {
     /// The retained messages whose subjects match the NATS `filter`, in no particular order.
     /// A filter starting with a wildcard (`wildcard_first`) skips `$` subjects.
     pub fn matching(&self, filter: &[u8], wildcard_first: bool) -> Vec<Message> {
-        if !crate::protocol::subject::has_wildcard(filter) {
-            return self.entries.get(filter).and_then(|e| e.message.clone()).into_iter().collect();
-        }
-        self.entries
-            .iter()
-            .filter(|(subject, _)| !(wildcard_first && is_reserved_subject(subject)))
-            .filter(|(subject, _)| filter_matches(filter, subject))
-            .filter_map(|(_, entry)| entry.message.clone())
-            .collect()
+        let mut found = Vec::new();
+        self.trie.for_each_matched_by(filter, |entry| {
+            if let Some(message) = &entry.message {
+                if !(wildcard_first && is_reserved_subject(&message.subject)) {
+                    found.push(message.clone());
+                }
+            }
+        });
+        found
     }
 
     /// Retained messages held (tombstones not counted).
@@ -75,7 +78,11 @@ mod tests {
     use super::*;
 
     fn msg(payload: &'static str) -> Message {
-        Message { payload: payload.into(), ..Default::default() }
+        Message { payload: payload.into(), subject: "t".into(), ..Default::default() }
+    }
+
+    fn at(subject: &'static str, payload: &'static str) -> Message {
+        Message { payload: payload.into(), subject: subject.into(), ..Default::default() }
     }
 
     #[test]
@@ -99,10 +106,11 @@ mod tests {
     #[test]
     fn wildcard_first_filters_skip_dollar_subjects() {
         let mut r = Retained::default();
-        r.apply("$SYS.x".into(), 1, Some(msg("sys")));
-        r.apply("a.b".into(), 2, Some(msg("ab")));
-        assert_eq!(r.matching(b">", true), vec![msg("ab")]);
-        assert_eq!(r.matching(b"$SYS.>", false), vec![msg("sys")]);
-        assert_eq!(r.matching(b"a.*", false), vec![msg("ab")]);
+        r.apply("$SYS.x".into(), 1, Some(at("$SYS.x", "sys")));
+        r.apply("a.b".into(), 2, Some(at("a.b", "ab")));
+        assert_eq!(r.matching(b">", true), vec![at("a.b", "ab")]);
+        assert_eq!(r.matching(b"*.x", true), Vec::<Message>::new());
+        assert_eq!(r.matching(b"$SYS.>", false), vec![at("$SYS.x", "sys")]);
+        assert_eq!(r.matching(b"a.*", false), vec![at("a.b", "ab")]);
     }
 }

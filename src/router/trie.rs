@@ -92,6 +92,15 @@ impl<V> Trie<V> {
         prune_path(&mut self.root, &tokens);
     }
 
+    /// The reverse of [`Trie::for_each_match`]: calls `visit` for every value stored under a
+    /// literal subject that the filter `filter` matches (retained messages for a subscribe).
+    /// Values stored under wildcard tokens are not visited.
+    pub fn for_each_matched_by(&self, filter: &[u8], mut visit: impl FnMut(&V)) {
+        let tokens: SmallVec<[&[u8]; SUBJECT_TOKENS_INLINE]> =
+            filter.split(|&b| b == b'.').collect();
+        collect_by_filter(&self.root, &tokens, &mut visit);
+    }
+
     /// Calls `visit` for every value whose filter matches the literal `subject`.
     pub fn for_each_match(&self, subject: &[u8], mut visit: impl FnMut(&V)) {
         let tokens: SmallVec<[&[u8]; SUBJECT_TOKENS_INLINE]> =
@@ -114,6 +123,29 @@ fn collect<V>(node: &Node<V>, tokens: &[&[u8]], visit: &mut impl FnMut(&V)) {
     if let Some(child) = node.literal.get(*token) {
         collect(child, rest, visit);
     }
+}
+
+/// Visits the values under literal paths that `tokens` (a filter) matches.
+fn collect_by_filter<V>(node: &Node<V>, tokens: &[&[u8]], visit: &mut impl FnMut(&V)) {
+    let Some((token, rest)) = tokens.split_first() else {
+        node.values.iter().for_each(&mut *visit);
+        return;
+    };
+    match *token {
+        b">" => node.literal.values().for_each(|child| visit_all(child, visit)),
+        b"*" => node.literal.values().for_each(|child| collect_by_filter(child, rest, visit)),
+        _ => {
+            if let Some(child) = node.literal.get(*token) {
+                collect_by_filter(child, rest, visit);
+            }
+        }
+    }
+}
+
+/// Visits the values of `node` and of every literal path below it.
+fn visit_all<V>(node: &Node<V>, visit: &mut impl FnMut(&V)) {
+    node.values.iter().for_each(&mut *visit);
+    node.literal.values().for_each(|child| visit_all(child, visit));
 }
 
 /// Returns true if `node` itself became empty.
@@ -168,6 +200,31 @@ mod tests {
         assert_eq!(matches(&t, "b"), ["*", ">", "b"]);
         assert_eq!(matches(&t, "a.b"), [">", "a.*", "a.>"]);
         assert_eq!(matches(&t, "x.y.z.w"), [">"]);
+    }
+
+    #[test]
+    fn filters_find_stored_literal_subjects() {
+        let t = trie(&["a.b.c", "a.b", "a.x.c", "b", "a"]);
+        let by = |filter: &str| {
+            let mut found = Vec::new();
+            t.for_each_matched_by(filter.as_bytes(), |v| found.push(*v));
+            found.sort_unstable();
+            found
+        };
+        assert_eq!(by("a.*.c"), ["a.b.c", "a.x.c"]);
+        assert_eq!(by("a.>"), ["a.b", "a.b.c", "a.x.c"]);
+        assert_eq!(by(">"), ["a", "a.b", "a.b.c", "a.x.c", "b"]);
+        assert_eq!(by("*"), ["a", "b"]);
+        assert_eq!(by("a.b"), ["a.b"]);
+        assert!(by("c.>").is_empty());
+        // Agrees with the forward direction on every pair.
+        for filter in ["a.*.c", "a.>", ">", "*", "*.b", "a.b.c"] {
+            for subject in ["a.b.c", "a.b", "a.x.c", "b", "a"] {
+                let forward =
+                    crate::protocol::subject::filter_matches(filter.as_bytes(), subject.as_bytes());
+                assert_eq!(by(filter).contains(&subject), forward, "{filter} {subject}");
+            }
+        }
     }
 
     #[test]
