@@ -137,7 +137,12 @@ pub fn parse_reply_subject(subject: &Bytes) -> Option<(Bytes, Bytes)> {
     let rest = subject.strip_prefix(RESPONSE_PREFIX)?;
     let dot = rest.iter().position(|&b| b == b'.')?;
     let (hex, target) = (&rest[..dot], &rest[dot + 1..]);
-    if hex.is_empty() || hex.len() % 2 != 0 || target.is_empty() {
+    // The length cap keeps client-made subjects from becoming Correlation Data an MQTT packet
+    // cannot carry; such a subject is then routed as it is.
+    if hex.is_empty() || hex.len() % 2 != 0 || hex.len() > 2 * CORRELATION_IN_REPLY_MAX {
+        return None;
+    }
+    if target.is_empty() {
         return None;
     }
     let mut data = Vec::with_capacity(hex.len() / 2);
@@ -209,6 +214,8 @@ mod tests {
         assert!(parse_reply_subject(&Bytes::from_static(b"$MQTT.rsp.0g.r")).is_none());
         assert!(parse_reply_subject(&Bytes::from_static(b"$MQTT.rsp.00")).is_none());
         assert!(parse_reply_subject(&Bytes::from_static(b"r.x")).is_none());
+        let long = format!("$MQTT.rsp.{}.r", "ab".repeat(CORRELATION_IN_REPLY_MAX + 1));
+        assert!(parse_reply_subject(&Bytes::from(long)).is_none(), "over the cap");
     }
 
     #[test]
