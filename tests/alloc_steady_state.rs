@@ -150,6 +150,7 @@ fn measure(shards: usize, publisher_shard: u64, subscriber_shard: u64) -> (u64, 
     let mut config = Config::default();
     config.server.shards = shards;
     config.nats.listen = "127.0.0.1:0".parse().unwrap();
+    config.mqtt.listen = "127.0.0.1:0".parse().unwrap();
     let running = isthmus::serve::start(config).unwrap();
     let addr = running.nats_addr();
     let mut subscriber = connect_on_shard(addr, shards as u64, subscriber_shard);

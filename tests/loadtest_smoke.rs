@@ -8,6 +8,7 @@ fn broker(shards: usize) -> isthmus::serve::Running {
     config.server.shards = shards;
     config.server.pin_cores = false;
     config.nats.listen = "127.0.0.1:0".parse().unwrap();
+    config.mqtt.listen = "127.0.0.1:0".parse().unwrap();
     isthmus::serve::start(config).unwrap()
 }
 
