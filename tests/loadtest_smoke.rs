@@ -23,3 +23,22 @@ fn nats_scenarios_deliver_everything() {
     isthmus_loadtest::latency(&addr, 500, 5_000, 16).unwrap();
     running.stop();
 }
+
+#[test]
+fn mqtt_scenarios_deliver_everything() {
+    let mut config = Config::default();
+    config.server.shards = 2;
+    config.server.pin_cores = false;
+    config.nats.listen = "127.0.0.1:0".parse().unwrap();
+    config.mqtt.listen = "127.0.0.1:0".parse().unwrap();
+    // QoS 1 runs must not lose messages to the per-session queue bound (see mqtt_pubsub).
+    config.mqtt.max_queued_messages = 1_000_000;
+    let running = isthmus::serve::start(config).unwrap();
+    let addr = running.mqtt_addr().to_string();
+    let limit = std::time::Duration::from_secs(30);
+    isthmus_loadtest::mqtt_pubsub(&addr, 20_000, 16, 1, 1, 0, limit).unwrap();
+    isthmus_loadtest::mqtt_pubsub(&addr, 20_000, 16, 1, 1, 1, limit).unwrap();
+    isthmus_loadtest::mqtt_pubsub(&addr, 5_000, 256, 1, 4, 1, limit).unwrap();
+    isthmus_loadtest::mqtt_pubsub(&addr, 5_000, 16, 4, 1, 0, limit).unwrap();
+    running.stop();
+}

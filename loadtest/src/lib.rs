@@ -184,3 +184,220 @@ pub fn latency(addr: &str, messages: u64, rate: u64, size: usize) -> Result<(), 
     );
     Ok(())
 }
+
+/// Appends an MQTT packet: the fixed header byte, the Remaining Length, the body.
+fn mqtt_packet(out: &mut Vec<u8>, first: u8, body: &[u8]) {
+    out.push(first);
+    let mut length = body.len();
+    loop {
+        let mut byte = (length % 128) as u8;
+        length /= 128;
+        if length > 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if length == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(body);
+}
+
+fn mqtt_string(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s);
+}
+
+/// MQTT 3.1.1 CONNECT (clean session, keep alive 60 s) and its CONNACK.
+fn mqtt_connect(addr: &str, client_id: &str) -> std::io::Result<TcpStream> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    let mut body = Vec::new();
+    mqtt_string(&mut body, b"MQTT");
+    body.extend_from_slice(&[4, 0x02, 0, 60]);
+    mqtt_string(&mut body, client_id.as_bytes());
+    let mut packet = Vec::new();
+    mqtt_packet(&mut packet, 0x10, &body);
+    stream.write_all(&packet)?;
+    let mut connack = [0u8; 4];
+    stream.read_exact(&mut connack)?;
+    if connack != [0x20, 2, 0, 0] {
+        return Err(std::io::Error::other(format!("CONNACK {connack:02x?}")));
+    }
+    Ok(stream)
+}
+
+/// Publishes written per `write` call.
+const PUBLISH_BURST: u64 = 1000;
+
+/// QoS 1 publishes a loadtest publisher leaves unacknowledged (a client's inflight limit).
+const PUBLISH_WINDOW: u64 = 1000;
+
+/// MQTT 3.1.1 publishers -> subscribers on one topic at QoS 0 or 1 (publish and subscription
+/// at the same QoS; QoS 1 publishers keep at most [`PUBLISH_WINDOW`] unacknowledged, QoS 1
+/// subscribers acknowledge every delivery). Fails unless every subscriber got every message,
+/// so for QoS 1 the broker's per-session queue must hold what the subscriber falls behind by
+/// (Isthmus `mqtt.max_queued_messages`, mosquitto `max_queued_messages`): a broker that drops
+/// past its queue, as both do by design, fails the run rather than inflating its rate.
+pub fn mqtt_pubsub(
+    addr: &str,
+    messages: u64,
+    size: usize,
+    publishers: usize,
+    subscribers: usize,
+    qos: u8,
+    limit: Duration,
+) -> Result<(), String> {
+    let err = |e: std::io::Error| e.to_string();
+    let topic = b"loadtest/pubsub";
+    let qos = qos.min(1);
+    let id_len = if qos == 1 { 2 } else { 0 };
+    let expected = messages * publishers as u64;
+    // Every delivery has the same length: fixed header, topic, packet id, payload.
+    let body_len = 2 + topic.len() + id_len + size;
+    let frame_len = {
+        let mut probe = Vec::new();
+        mqtt_packet(&mut probe, 0x30, &vec![0; body_len]);
+        probe.len()
+    };
+    let run = std::process::id();
+    let received = Arc::new(AtomicU64::new(0));
+    let mut readers = Vec::new();
+    for i in 0..subscribers {
+        let mut stream = mqtt_connect(addr, &format!("lt-{run}-sub-{i}")).map_err(err)?;
+        let mut body = vec![0, 1];
+        mqtt_string(&mut body, topic);
+        body.push(qos);
+        let mut packet = Vec::new();
+        mqtt_packet(&mut packet, 0x82, &body);
+        stream.write_all(&packet).map_err(err)?;
+        let mut suback = [0u8; 5];
+        stream.read_exact(&mut suback).map_err(err)?;
+        if suback[..4] != [0x90, 3, 0, 1] || suback[4] != qos {
+            return Err(format!("SUBACK {suback:02x?}"));
+        }
+        stream.set_read_timeout(Some(limit)).map_err(err)?;
+        let received = Arc::clone(&received);
+        readers.push(std::thread::spawn(move || -> u64 {
+            let mut buf = vec![0u8; 1 << 20];
+            let mut acks = Vec::with_capacity(64 * 1024);
+            let mut writer = stream.try_clone().ok();
+            let want = expected * frame_len as u64;
+            let (mut got, mut pending) = (0u64, 0usize);
+            while got < want {
+                let n = match stream.read(&mut buf[pending..]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                let end = pending + n;
+                let whole = end / frame_len * frame_len;
+                got += whole as u64 / frame_len as u64 * frame_len as u64;
+                if qos == 1 {
+                    acks.clear();
+                    for frame in buf[..whole].chunks_exact(frame_len) {
+                        let id_at = frame_len - size - 2;
+                        acks.extend_from_slice(&[0x40, 2, frame[id_at], frame[id_at + 1]]);
+                    }
+                    if let Some(w) = writer.as_mut() {
+                        if w.write_all(&acks).is_err() {
+                            writer = None;
+                        }
+                    }
+                }
+                buf.copy_within(whole..end, 0);
+                pending = end - whole;
+            }
+            let count = got / frame_len as u64;
+            received.fetch_add(count, Ordering::Relaxed);
+            count
+        }));
+    }
+    let payload = vec![b'x'; size];
+    let start = Instant::now();
+    let mut writers = Vec::new();
+    for i in 0..publishers {
+        let mut stream = mqtt_connect(addr, &format!("lt-{run}-pub-{i}")).map_err(err)?;
+        stream.set_read_timeout(Some(limit)).map_err(err)?;
+        let payload = payload.clone();
+        writers.push(std::thread::spawn(move || -> std::io::Result<()> {
+            // QoS 1: at most PUBLISH_WINDOW unacknowledged, as a client's inflight limit does;
+            // PUBACKs are counted on another thread. QoS 0: PINGREQ/PINGRESP at the end says
+            // the broker read everything.
+            let acked = Arc::new(AtomicU64::new(0));
+            let mut acker = stream.try_clone()?;
+            let acks = {
+                let acked = Arc::clone(&acked);
+                std::thread::spawn(move || -> std::io::Result<()> {
+                    let want = if qos == 1 { messages * 4 + 2 } else { 2 };
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let mut got = 0u64;
+                    while got < want {
+                        match acker.read(&mut buf)? {
+                            0 => return Err(std::io::Error::other("closed before all acks")),
+                            n => got += n as u64,
+                        }
+                        acked.store(got / 4, Ordering::Release);
+                    }
+                    Ok(())
+                })
+            };
+            let mut chunk = Vec::with_capacity(PUBLISH_BURST as usize * (body_len + 5));
+            let mut sent = 0u64;
+            let mut packet_id: u16 = 0;
+            while sent < messages {
+                let mut n = (messages - sent).min(PUBLISH_BURST);
+                if qos == 1 {
+                    let open = loop {
+                        let open =
+                            PUBLISH_WINDOW.saturating_sub(sent - acked.load(Ordering::Acquire));
+                        if open > 0 || acks.is_finished() {
+                            break open;
+                        }
+                        std::hint::spin_loop();
+                    };
+                    n = n.min(open.max(1));
+                }
+                chunk.clear();
+                for _ in 0..n {
+                    let mut body = Vec::with_capacity(body_len);
+                    mqtt_string(&mut body, topic);
+                    if qos == 1 {
+                        packet_id = packet_id.checked_add(1).unwrap_or(1);
+                        body.extend_from_slice(&packet_id.to_be_bytes());
+                    }
+                    body.extend_from_slice(&payload);
+                    mqtt_packet(&mut chunk, 0x30 | (qos << 1), &body);
+                }
+                stream.write_all(&chunk)?;
+                sent += n;
+            }
+            stream.write_all(&[0xC0, 0])?;
+            acks.join().map_err(|_| std::io::Error::other("ack reader panicked"))?
+        }));
+    }
+    for writer in writers {
+        writer.join().map_err(|_| "publisher panicked")?.map_err(err)?;
+    }
+    let published = start.elapsed();
+    let counts: Vec<u64> = readers.into_iter().map(|r| r.join().unwrap_or(0)).collect();
+    let elapsed = start.elapsed();
+    let total: u64 = counts.iter().sum();
+    let rate = total as f64 / elapsed.as_secs_f64();
+    println!(
+        "scenario     qos pubs subs msgs/pub size  delivered     elapsed   msgs/s(out)  publish msgs/s"
+    );
+    println!(
+        "mqtt-pubsub {qos:>4} {publishers:>4} {subscribers:>4} {messages:>8} {size:>4} {total:>10} {:>10.3}s {rate:>12.0} {:>14.0}",
+        elapsed.as_secs_f64(),
+        expected as f64 / published.as_secs_f64()
+    );
+    println!(
+        "json: {{\"scenario\":\"mqtt-pubsub\",\"qos\":{qos},\"publishers\":{publishers},\"subscribers\":{subscribers},\"messages\":{messages},\"size\":{size},\"delivered\":{total},\"expected\":{},\"elapsed_s\":{:.6},\"delivered_per_s\":{rate:.0}}}",
+        expected * subscribers as u64,
+        elapsed.as_secs_f64()
+    );
+    if total != expected * subscribers as u64 {
+        return Err(format!("delivered {total} of {} messages", expected * subscribers as u64));
+    }
+    Ok(())
+}

@@ -1,14 +1,13 @@
-//! `isthmus-loadtest`: a wire-level load generator for NATS brokers (MQTT scenarios come with
-//! the MQTT issue). It talks to brokers only over TCP, so it drives Isthmus and nats-server the
+//! `isthmus-loadtest`: a wire-level load generator for NATS and MQTT brokers. It talks to brokers only over TCP, so it drives Isthmus and nats-server the
 //! same way. Every run is bounded by a message count and a time limit and targets loopback
 //! unless told otherwise.
 
 use clap::{Parser, Subcommand};
-use isthmus_loadtest::{latency, pubsub};
+use isthmus_loadtest::{latency, mqtt_pubsub, pubsub};
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "isthmus-loadtest", about = "Wire-level load generator for NATS brokers")]
+#[command(name = "isthmus-loadtest", about = "Wire-level load generator for NATS and MQTT brokers")]
 struct Cli {
     #[command(subcommand)]
     scenario: Scenario,
@@ -53,6 +52,30 @@ enum Scenario {
         #[arg(long, default_value_t = 16)]
         size: usize,
     },
+    /// MQTT 3.1.1 publishers -> subscribers throughput on one topic, at QoS 0 or 1.
+    MqttPubsub {
+        /// Broker address.
+        #[arg(long, default_value = "127.0.0.1:1883")]
+        addr: String,
+        /// Messages per publisher.
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: u64,
+        /// Payload bytes.
+        #[arg(long, default_value_t = 16)]
+        size: usize,
+        /// Publisher connections.
+        #[arg(long, default_value_t = 1)]
+        publishers: usize,
+        /// Subscriber connections.
+        #[arg(long, default_value_t = 1)]
+        subscribers: usize,
+        /// QoS of publishes and subscriptions (0 or 1).
+        #[arg(long, default_value_t = 0)]
+        qos: u8,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout_s: u64,
+    },
 }
 
 fn main() {
@@ -62,6 +85,10 @@ fn main() {
         }
         Scenario::NatsLatency { addr, messages, rate, size } => {
             latency(&addr, messages, rate, size.max(8))
+        }
+        Scenario::MqttPubsub { addr, messages, size, publishers, subscribers, qos, timeout_s } => {
+            let limit = Duration::from_secs(timeout_s);
+            mqtt_pubsub(&addr, messages, size, publishers, subscribers, qos, limit)
         }
     };
     if let Err(error) = result {
