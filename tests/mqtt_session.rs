@@ -316,3 +316,75 @@ async fn v5_no_local_and_subscription_identifier() {
     })
     .await;
 }
+
+/// 5.0 §3.1.2.5: on takeover the old connection's will is sent, unless the new connection has
+/// clean start 0 and the will has a delay (then the session goes on and the will is cancelled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn takeover_publishes_the_old_will_unless_the_session_continues_within_its_delay() {
+    let Some(broker) = mqtt_broker(2, "") else { return };
+    let addr = broker.mqtt_addr();
+    within(TEST_LIMIT, async {
+        let will_topic = format!("will/takeover/{}", unique_id("t"));
+        let (mut watcher, _) =
+            RawMqtt::connect_as(&addr, Version::V5_0, &unique_id("will-watch"), true).await;
+        watcher.subscribe(&will_topic, QoS::AtMostOnce).await;
+        let with_will = |id: &str, clean_start: bool, delay: Option<u32>, payload: &str| {
+            let mut connect = persistent_connect(Version::V5_0, id);
+            connect.clean_start = clean_start;
+            connect.will = Some(Will {
+                topic: Bytes::copy_from_slice(will_topic.as_bytes()),
+                payload: Bytes::copy_from_slice(payload.as_bytes()),
+                qos: QoS::AtMostOnce,
+                retain: false,
+                properties: WillProperties { will_delay_interval: delay, ..Default::default() },
+            });
+            connect
+        };
+        // Clean start 1 takes over: the old will goes out.
+        let id = unique_id("will-takeover");
+        let (mut old, _) = RawMqtt::handshake(&addr, with_will(&id, true, None, "old")).await;
+        let (_new, _) = RawMqtt::handshake(&addr, with_will(&id, true, None, "new")).await;
+        expect_v5_close(&mut old, &broker, 0x8E, Mosquitto::ClosesSilently).await;
+        let will = watcher.expect_publish(PACKET_TIMEOUT).await;
+        assert_eq!(will.payload.as_ref(), b"old");
+        // Clean start 0 and a will delay: the session continues, no will.
+        let id = unique_id("will-resume");
+        let (mut old, _) = RawMqtt::handshake(&addr, with_will(&id, false, Some(5), "kept")).await;
+        let (_new, connack) =
+            RawMqtt::handshake(&addr, with_will(&id, false, Some(5), "new")).await;
+        assert!(connack.session_present);
+        expect_v5_close(&mut old, &broker, 0x8E, Mosquitto::ClosesSilently).await;
+        watcher.expect_nothing(Duration::from_millis(500)).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_end_at_max_session_expiry_s() {
+    let why = "max_session_expiry_s is an isthmus setting";
+    let Some(broker) = isthmus_broker(2, "[mqtt]\nmax_session_expiry_s = 1\n", why) else {
+        return;
+    };
+    let addr = broker.mqtt_addr();
+    within(TEST_LIMIT, async {
+        let v4_id = unique_id("expiring-v4");
+        let v5_id = unique_id("expiring-v5");
+        let mut v5_connect = persistent_connect(Version::V5_0, &v5_id);
+        v5_connect.properties.session_expiry_interval = Some(3600); // asks for more than 1 s
+        for connect in [persistent_connect(Version::V3_1_1, &v4_id), v5_connect.clone()] {
+            let (mut raw, _) = RawMqtt::handshake(&addr, connect.clone()).await;
+            raw.subscribe("expiring/t", QoS::AtLeastOnce).await;
+            raw.disconnect().await;
+            // Within the cap the session is still there.
+            let (raw, connack) = RawMqtt::handshake(&addr, connect).await;
+            assert!(connack.session_present, "session gone at once");
+            raw.disconnect().await;
+        }
+        tokio::time::sleep(Duration::from_millis(2200)).await;
+        for connect in [persistent_connect(Version::V3_1_1, &v4_id), v5_connect] {
+            let (_raw, connack) = RawMqtt::handshake(&addr, connect).await;
+            assert!(!connack.session_present, "session outlived max_session_expiry_s = 1");
+        }
+    })
+    .await;
+}
