@@ -1095,8 +1095,13 @@ class MqttPacket:
 class RawMqtt:
     """An MQTT connection over a plain blocking socket, for byte-exact checks and bad input."""
 
-    def __init__(self, broker: Broker, timeout: float = 5.0):
-        self.sock = socket.create_connection(broker.mqtt_addr, timeout)
+    def __init__(self, broker: Broker, timeout: float = 5.0, rcvbuf: int | None = None):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            # Set before connect so the TCP window starts small (a slow consumer fills it fast).
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout)
+        self.sock.connect(broker.mqtt_addr)
         self.buf = bytearray()
         self.closed = False
         self.level = 5

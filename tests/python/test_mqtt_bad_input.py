@@ -287,3 +287,50 @@ def test_many_bad_clients_in_a_row(broker, bystander):
         raw.send(packet(0x36, mqtt_str("a/b") + b"\x00\x01\x00hi"))
         raw.read_until_close(5)
     bystander.check()
+
+
+# --- packets a client may not send (5.0)
+
+CLIENT_MAY_NOT_SEND = {
+    "auth-without-method": packet(0xF0, b"\x00\x00"),  # AUTH, no method at CONNECT
+    "connack-from-client": packet(0x20, b"\x00\x00\x00"),
+}
+
+
+@pytest.mark.parametrize("case", list(CLIENT_MAY_NOT_SEND))
+def test_server_only_packet_from_client_closes(broker, bystander, case):
+    raw, _ = connected(broker)
+    raw.send(CLIENT_MAY_NOT_SEND[case])
+    packets, closed = raw.read_until_close(5)
+    assert closed, packets
+    assert all(p.type == DISCONNECT and p.reason() == 0x82 for p in packets), packets
+    bystander.check()
+
+
+PROTOCOL_ERRORS_5 = {
+    "auth-without-method": packet(0xF0, b"\x00\x00"),
+    "connack-from-client": packet(0x20, b"\x00\x00\x00"),
+    # mosquitto 2.0.11 ignores these three silently
+    "suback-from-client": packet(0x90, b"\x00\x01\x00\x00"),
+    "subscription-id-in-publish": publish_packet("a/b", b"x", props=[(0x0B, 5)]),  # [MQTT-3.3.4-6]
+    "no-local-on-shared": subscribe_packet(1, [("$share/g/a", 0x04 | 1)]),  # [MQTT-3.8.3-4]
+}
+
+
+@pytest.mark.parametrize("case", list(PROTOCOL_ERRORS_5))
+@isthmus_only_because("mosquitto 2.0.11 closes without DISCONNECT or ignores these packets")
+def test_protocol_error_gets_disconnect_0x82(broker, bystander, case):
+    raw, _ = connected(broker)
+    raw.send(PROTOCOL_ERRORS_5[case])
+    assert_closed_with(raw, 0x82)
+    bystander.check()
+
+
+def test_connect_with_authentication_method_refused(broker, bystander):
+    raw = RawMqtt(broker)
+    raw.send(connect_packet("auth", props=[(0x15, "SCRAM-SHA-1")]))
+    packets, closed = raw.read_until_close(5)
+    assert closed
+    assert [p.type for p in packets] == [CONNACK], packets
+    assert packets[0].reason() == 0x8C, f"CONNACK {packets[0].reason():#x}, want 0x8c"
+    bystander.check()

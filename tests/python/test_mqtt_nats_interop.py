@@ -318,3 +318,20 @@ async def test_retained_mqtt_publish_reaches_nats_with_qos_digit(broker):
     msg = await blocking(late.get, 5)
     assert (msg.payload, msg.retain) == (b"kept", True)
     await blocking(late.assert_no_message, 0.3)
+
+
+async def test_nats_subject_without_mqtt_topic_is_skipped(broker):
+    """A token with a lone `/` has no MQTT topic (docs/mqtt-subjects.md): skipped, not mangled
+    into another topic as nats-server does (`a/b` -> `ab`); the next message still arrives."""
+    sub = await blocking(mqtt_client, broker, "odd-sub", level=5)
+    await blocking(sub.subscribe, "odd/#", qos=1)
+    everything = await blocking(mqtt_client, broker, "odd-all", level=4)
+    await blocking(everything.subscribe, "#", qos=0)
+    nc = await connect(broker)
+    await nc.publish("odd.a/b", b"no topic for this")
+    await nc.publish("odd.ok", b"fine")
+    await sync(nc)
+    for client in (sub, everything):
+        msg = await blocking(client.get, 5)
+        assert (msg.topic, msg.payload) == ("odd/ok", b"fine")
+        await blocking(client.assert_no_message, 0.3)

@@ -7,12 +7,14 @@ Checked against mosquitto 2.0 (ISTHMUS_PEER=mosquitto).
 import time
 
 from harness import (
+    PROP_TOPIC_ALIAS,
     PROP_MAXIMUM_PACKET_SIZE,
     PROP_RECEIVE_MAXIMUM,
     PUBACK,
     PROP_TOPIC_ALIAS_MAXIMUM,
     RawMqtt,
     ack_packet,
+    isthmus_only_because,
     mqtt_client,
     user_properties,
 )
@@ -267,3 +269,96 @@ def test_request_response_between_mqtt_clients(broker):
     answer = requester.get()
     assert (answer.topic, answer.payload) == ("reply/requester", b"pong:ping")
     assert answer.properties.CorrelationData == b"42"
+
+
+@isthmus_only_because("mosquitto 2.0.11 sends retained messages to new shared subscriptions")
+def test_shared_subscription_gets_no_retained(broker):
+    """MQTT 5.0 4.8.2: retained messages are not sent for a new shared subscription."""
+    pub = mqtt_client(broker, "shr-pub", level=5)
+    pub.publish("shr/t", b"retained", qos=1, retain=True)
+    member = mqtt_client(broker, "shr-member", level=5)
+    member.subscribe("$share/g/shr/t", qos=1)
+    plain = mqtt_client(broker, "shr-plain", level=5)
+    plain.subscribe("shr/t", qos=1)
+    assert plain.get().payload == b"retained"  # it is stored
+    member.assert_no_message(0.5)
+    pub.publish("shr/t", b"live", qos=1)
+    assert member.get().payload == b"live"
+
+
+@isthmus_only_because("mosquitto 2.0.11 sends no topic aliases to clients")
+def test_topic_aliases_server_to_client(broker):
+    """A client allowing 2 aliases: topics resolve correctly and at most 2 aliases are used."""
+    raw = RawMqtt(broker)
+    raw.connect("alias-in", level=5, props=[(PROP_TOPIC_ALIAS_MAXIMUM, 2)])
+    raw.subscribe("ta/#", qos=0)
+    pub = mqtt_client(broker, "alias-src", level=5)
+    topics = ["ta/a", "ta/a", "ta/b", "ta/b", "ta/c", "ta/c", "ta/a"]
+    for topic in topics:
+        pub.publish(topic, topic.encode(), qos=0)
+    aliases, resolved, used = {}, [], set()
+    for _ in topics:
+        msg = raw.read_packet().publish()
+        alias = msg["props"].get(PROP_TOPIC_ALIAS)
+        if alias is not None:
+            assert 1 <= alias <= 2, f"alias {alias} over the client's maximum 2"
+            used.add(alias)
+            if msg["topic"]:
+                aliases[alias] = msg["topic"]
+            assert alias in aliases, f"alias {alias} used before it was set"
+            resolved.append((aliases[alias], msg["payload"]))
+        else:
+            assert msg["topic"], "empty topic without an alias"
+            resolved.append((msg["topic"], msg["payload"]))
+    assert resolved == [(t, t.encode()) for t in topics]
+    assert used, "no alias used although the client allowed 2"
+
+
+def test_session_expiry_capped_by_server(broker_factory):
+    broker = broker_factory(config={"mqtt": {"max_session_expiry_s": 1}})
+    client = mqtt_client(broker, "capped", level=5, session_expiry=300)
+    # 3.2.2.3.2: a server using another value than asked sends it in CONNACK.
+    assert client.connack_properties.SessionExpiryInterval == 1
+    client.subscribe("capped/t", qos=1)
+    client.disconnect()
+    time.sleep(2.2)
+    again = mqtt_client(broker, "capped", level=5, clean=False, session_expiry=300)
+    assert again.session_present is False
+
+
+def test_311_persistent_session_expires_after_max_session_expiry(broker_factory):
+    broker = broker_factory(config={"mqtt": {"max_session_expiry_s": 1}})
+    client = mqtt_client(broker, "capped311", level=4, clean=False)
+    client.subscribe("capped/t", qos=1)
+    client.disconnect()
+    time.sleep(2.2)
+    again = mqtt_client(broker, "capped311", level=4, clean=False)
+    assert again.session_present is False
+
+
+def test_slow_qos0_consumer_is_not_cut(broker_factory):
+    """A subscriber that stops reading loses QoS 0 messages (counted), is not disconnected, and
+    gets new messages once it reads again."""
+    broker = broker_factory(config={"mqtt": {"max_pending_bytes": 65536}})
+    raw = RawMqtt(broker, rcvbuf=4096)
+    raw.connect("slowpoke", level=5)
+    raw.subscribe("flood/t", qos=0)
+    pub = mqtt_client(broker, "flooder", level=5)
+    chunk = b"z" * 1000
+    total = 20000  # 20 MB: far more than socket buffers and max_pending_bytes hold
+    for i in range(total):
+        pub.publish("flood/t", b"%06d" % i + chunk, qos=0, wait=False)
+    pub.publish("flood/done", b"", qos=1)  # the publisher was never stalled for long
+    received = 0
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:
+        try:
+            raw.read_packet(1.0)
+        except TimeoutError:
+            break
+        received += 1
+    assert not raw.closed, "a slow MQTT subscriber was disconnected"
+    assert 0 < received < total, f"received {received} of {total}: nothing was dropped?"
+    pub.publish("flood/t", b"after", qos=0)
+    last = raw.read_packet(3).publish()
+    assert last["payload"] == b"after"

@@ -156,10 +156,13 @@ def test_will_properties_passed_on(broker):
     assert got.properties.UserProperty == [("device", "d1")]
 
 
-def test_will_published_when_client_is_taken_over_in_311(broker):
-    """3.1.1 [MQTT-3.1.4-2]: the old connection is closed (not DISCONNECTed): its will goes."""
-    watch = watcher(broker, level=4)
-    mqtt_client(broker, "same-id", level=4, will={"topic": "will/same", "payload": b"old"})
-    mqtt_client(broker, "same-id", level=4)
+@pytest.mark.parametrize("level", MQTT_LEVELS)
+def test_will_published_when_client_is_taken_over(broker, level):
+    """The old connection is closed without a normal DISCONNECT, and its will has no delay:
+    the will goes (3.1.1 [MQTT-3.1.4-2]; 5.0 3.1.2.5). nats-server discards it instead."""
+    watch = watcher(broker, level=level)
+    mqtt_client(broker, "same-id", level=level, will={"topic": "will/same", "payload": b"old"})
+    mqtt_client(broker, "same-id", level=level)
     got = watch.get(3)
     assert (got.topic, got.payload) == ("will/same", b"old")
+    watch.assert_no_message(0.3)
