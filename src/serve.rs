@@ -9,7 +9,7 @@ use crate::stats::ShardStats;
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
@@ -54,8 +54,8 @@ pub fn start(config: Config) -> Result<Running, String> {
         return Err(startup_error("io_uring is disabled on this host"));
     }
     check_memlock(&config, shards);
-    let nats_addr = reserve_port(config.nats.listen)?;
-    let mqtt_addr = reserve_port(config.mqtt.listen)?;
+    let (nats_addr, nats_reservation) = reserve_port(config.nats.listen)?;
+    let (mqtt_addr, mqtt_reservation) = reserve_port(config.mqtt.listen)?;
     let identity = Arc::new(Identity {
         server_id: server_id(),
         name: config.server.name.clone(),
@@ -114,6 +114,8 @@ pub fn start(config: Config) -> Result<Running, String> {
             }
         }
     }
+    // Every shard listens now: the reservations can go.
+    drop((nats_reservation, mqtt_reservation));
     Ok(Running { identity, stats, handles })
 }
 
@@ -244,15 +246,27 @@ async fn run_shard(
     drop(tasks);
 }
 
-/// Resolves port 0 to a free port and checks that nobody else listens on the address. Shards
-/// bind with SO_REUSEPORT, which would silently share a port with another process of the same
-/// user, so the check binds once without it.
-fn reserve_port(addr: SocketAddr) -> Result<SocketAddr, String> {
-    let probe = StdListener::bind(addr).map_err(|e| match e.kind() {
+/// Resolves port 0 to a free port and checks that nobody else listens on the address, and
+/// keeps the port reserved until the shards have bound it. Shards bind with SO_REUSEPORT,
+/// which would silently share a port with another process of the same user, so the check binds
+/// without it. The returned socket is bound but never listens (so no connection can queue on
+/// it); SO_REUSEPORT is set on it only after the exclusive bind, which lets the shards join
+/// while any other process's exclusive bind, e.g. a parallel test asking for port 0, is refused
+/// until the shards hold the port. Drop it once they do.
+fn reserve_port(addr: SocketAddr) -> Result<(SocketAddr, socket2::Socket), String> {
+    let failed = |e: std::io::Error| match e.kind() {
         std::io::ErrorKind::AddrInUse => format!("cannot listen on {addr}: address already in use"),
         _ => format!("cannot listen on {addr}: {e}"),
-    })?;
-    probe.local_addr().map_err(|e| e.to_string())
+    };
+    let domain = socket2::Domain::for_address(addr);
+    let probe = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))
+        .map_err(failed)?;
+    // As std's TcpListener does: a port in TIME_WAIT is not "in use".
+    probe.set_reuse_address(true).map_err(failed)?;
+    probe.bind(&addr.into()).map_err(failed)?;
+    probe.set_reuse_port(true).map_err(failed)?;
+    let bound = probe.local_addr().map_err(failed)?.as_socket().ok_or("not an IP address")?;
+    Ok((bound, probe))
 }
 
 fn check_memlock(config: &Config, shards: usize) {
