@@ -710,21 +710,22 @@ impl Shard {
                 let (old_version, will) = self.with_session(index, |s| (s.version, s.will.take()));
                 let why = "another connection took the client id over";
                 disconnect(self, old_slot, old_version, ReasonCode::SESSION_TAKEN_OVER, why);
-                // The old connection ended without DISCONNECT; its will goes out unless its
-                // delay is still running, which the new connection now cancels (§3.1.2.5).
-                if let Some(will) =
-                    will.filter(|w| w.properties.will_delay_interval.unwrap_or(0) == 0)
-                {
+                // The old connection ended without DISCONNECT, so its will goes out, unless it
+                // has a delay and this connection continues the session, which cancels it
+                // [MQTT-3.1.3-9]. With clean start the old session ends, which publishes it.
+                let delayed = |w: &Will| w.properties.will_delay_interval.unwrap_or(0) > 0;
+                if let Some(will) = will.filter(|w| connect.clean_start || !delayed(w)) {
                     self.mqtt_publish_will(&will);
                 }
             }
-            self.with_session(index, |s| {
-                s.will = None;
-                s.will_at = None;
-            });
             if connect.clean_start {
+                // Ending the old session publishes a will still waiting for its delay.
                 self.mqtt_end_session(index);
             } else {
+                self.with_session(index, |s| {
+                    s.will = None;
+                    s.will_at = None;
+                });
                 present = true;
             }
         }
