@@ -233,6 +233,53 @@ async fn will_delay_is_cancelled_when_the_client_id_reconnects() {
     .await;
 }
 
+/// Takeover of a connection whose will has a delay: a new connection that continues the session
+/// cancels the will [MQTT-3.1.3-9]; one with clean start ends the old session, which publishes
+/// the will at once (§3.1.2.5: "or the Session ends, whichever happens first").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn takeover_cancels_a_delayed_will_only_when_the_session_continues() {
+    let Some(broker) = isthmus_broker(2, "", "Isthmus reading of §3.1.2.5") else {
+        return;
+    };
+    let addr = broker.mqtt_addr();
+    within(TEST_LIMIT, async {
+        let will_topic = format!("will/takeover/{}", unique_id("t"));
+        let (mut watcher, _) =
+            RawMqtt::connect_as(&addr, Version::V5_0, &unique_id("will-watch"), true).await;
+        watcher.subscribe(&will_topic, QoS::AtMostOnce).await;
+        let with_will = |id: &str, clean: bool, payload: &str| {
+            let mut connect = connect_packet(Version::V5_0, id, clean);
+            connect.properties.session_expiry_interval = Some(60);
+            connect.will = Some(Will {
+                topic: bytes(&will_topic),
+                payload: bytes(payload),
+                qos: QoS::AtMostOnce,
+                retain: false,
+                properties: WillProperties {
+                    will_delay_interval: Some(30),
+                    ..WillProperties::default()
+                },
+            });
+            connect
+        };
+        let id = unique_id("will-takeover");
+        let (_first, _) = RawMqtt::handshake(&addr, with_will(&id, true, "continued")).await;
+        let (_second, connack) = RawMqtt::handshake(&addr, with_will(&id, false, "ended")).await;
+        assert!(connack.session_present);
+        watcher.expect_nothing(QUIET).await;
+        let (_third, connack) = RawMqtt::handshake(&addr, with_will(&id, true, "third")).await;
+        assert!(!connack.session_present);
+        let will = watcher.expect_publish(Duration::from_secs(2)).await;
+        assert_eq!(
+            will.payload.as_ref(),
+            b"ended",
+            "clean start must publish the ended session's will"
+        );
+        watcher.expect_nothing(QUIET).await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retain_handling_and_retain_as_published() {
     let Some(broker) = mqtt_broker(2, "") else { return };
