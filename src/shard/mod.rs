@@ -170,6 +170,8 @@ pub struct Shard {
     retained: RefCell<Retained>,
     adopted: RefCell<Vec<mesh::Adopt>>,
     mqtt_scratch: RefCell<mqtt::Scratch>,
+    /// The earliest delayed will or expiry among offline sessions (`None`: nothing due).
+    session_deadline: Cell<Option<std::time::Instant>>,
 }
 
 impl Shard {
@@ -209,6 +211,7 @@ impl Shard {
             retained: RefCell::new(Retained::default()),
             adopted: RefCell::new(Vec::new()),
             mqtt_scratch: RefCell::default(),
+            session_deadline: Cell::new(None),
         }
     }
 

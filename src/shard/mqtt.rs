@@ -810,6 +810,7 @@ impl Shard {
     fn mqtt_detach(&self, slot: u32, unclean: bool) {
         let Some(index) = self.with_conn(slot, |c| c.session.take()) else { return };
         let now = Instant::now();
+        let mut deadline = None;
         let (will_now, end) = self.with_session(index, |s| {
             s.conn = None;
             s.aliases.clear();
@@ -821,17 +822,25 @@ impl Shard {
                 if delay == 0 {
                     will_now = Some(will);
                 } else {
-                    s.will_at = Some(now + Duration::from_secs(u64::from(delay)));
+                    let at = now + Duration::from_secs(u64::from(delay));
+                    s.will_at = Some(at);
+                    deadline = Some(at);
                     s.will = Some(will);
                 }
             }
             if s.expiry_s > 0 {
-                s.expires_at = Some(now + Duration::from_secs(u64::from(s.expiry_s)));
+                let at = now + Duration::from_secs(u64::from(s.expiry_s));
+                s.expires_at = Some(at);
+                deadline = Some(deadline.map_or(at, |d: Instant| d.min(at)));
             }
             (will_now, s.expiry_s == 0)
         });
         if let Some(will) = will_now {
             self.mqtt_publish_will(&will);
+        }
+        if let Some(at) = deadline {
+            let earliest = self.session_deadline.get().map_or(at, |d| d.min(at));
+            self.session_deadline.set(Some(earliest));
         }
         if end {
             self.mqtt_end_session(index);
@@ -1152,8 +1161,15 @@ impl Shard {
             let version = version.unwrap_or(Version::V3_1_1);
             disconnect(self, slot, version, ReasonCode::KEEP_ALIVE_TIMEOUT, why);
         }
+        // Offline sessions are scanned only when the earliest deadline has come, so a shard
+        // with many long-lived offline sessions does not walk them all four times a second.
+        if self.session_deadline.get().is_none_or(|at| at > now) {
+            self.mesh.stage_all();
+            return;
+        }
         let mut wills = Vec::new();
         let mut ended: SmallVec<[u32; 4]> = SmallVec::new();
+        let mut next: Option<Instant> = None;
         for (index, s) in self.sessions.borrow_mut().iter_mut() {
             if s.conn.is_some() {
                 continue;
@@ -1164,8 +1180,13 @@ impl Shard {
             }
             if s.expires_at.is_some_and(|at| at <= now) {
                 ended.push(index as u32);
+                continue;
+            }
+            for at in [s.will_at, s.expires_at].into_iter().flatten() {
+                next = Some(next.map_or(at, |n| n.min(at)));
             }
         }
+        self.session_deadline.set(next);
         for will in wills {
             self.mqtt_publish_will(&will);
         }
