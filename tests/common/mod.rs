@@ -138,10 +138,7 @@ impl Broker {
         let config_path = write_temp_config("toml", &text);
         let mut command = Command::new(env!("CARGO_BIN_EXE_isthmus"));
         command.arg("serve").arg("--nats-listen").arg("127.0.0.1:0");
-        // A binary from before MQTT has no such flag; the NATS tests still run against it.
-        if isthmus_has_mqtt() {
-            command.arg("--mqtt-listen").arg("127.0.0.1:0");
-        }
+        command.arg("--mqtt-listen").arg("127.0.0.1:0");
         let mut child = command
             .arg("--shards")
             .arg(shards.to_string())
@@ -260,18 +257,6 @@ impl Broker {
     }
 }
 
-/// Whether this isthmus binary has an MQTT listener (`serve --mqtt-listen`), asked once.
-fn isthmus_has_mqtt() -> bool {
-    static HAS_MQTT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HAS_MQTT.get_or_init(|| {
-        Command::new(env!("CARGO_BIN_EXE_isthmus"))
-            .args(["serve", "--help"])
-            .output()
-            .map(|out| String::from_utf8_lossy(&out.stdout).contains("--mqtt-listen"))
-            .unwrap_or(false)
-    })
-}
-
 impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -280,14 +265,14 @@ impl Drop for Broker {
     }
 }
 
-/// `ready nats=127.0.0.1:P [mqtt=127.0.0.1:Q] shards=N` -> (P, Q), Q = 0 when absent.
+/// `ready nats=127.0.0.1:P mqtt=127.0.0.1:Q shards=N` -> (P, Q).
 fn parse_ready_line(line: &str) -> Option<(u16, u16)> {
     let rest = line.trim().strip_prefix("ready ")?;
     let port = |key: &str| -> Option<u16> {
         let addr = rest.split_whitespace().find_map(|f| f.strip_prefix(key))?;
         addr.rsplit(':').next()?.parse().ok()
     };
-    Some((port("nats=")?, port("mqtt=").unwrap_or(0)))
+    Some((port("nats=")?, port("mqtt=")?))
 }
 
 /// Copies the child's stderr into the test's (captured) stderr; with `ready`, also reports the
