@@ -229,10 +229,14 @@ async fn run_shard(
             }
         })
     };
-    let mqtt_acceptor = glommio::spawn_local(accept::accept_mqtt(Rc::clone(&shard), mqtt_listener));
+    let acceptors = [
+        glommio::spawn_local(accept::accept_nats(Rc::clone(&shard), listener)),
+        glommio::spawn_local(accept::accept_mqtt(Rc::clone(&shard), mqtt_listener)),
+    ];
     let _ = ready.send(Ok(()));
-    accept::accept_nats(Rc::clone(&shard), listener).await;
-    mqtt_acceptor.await;
+    accept::wait_for_shutdown(&shard).await;
+    // Dropping the accept tasks cancels them, which closes the listeners.
+    drop(acceptors);
     // Shutdown: stop accepting (the listener is dropped), let writers flush, then end.
     shard.close_all();
     for _ in 0..100 {

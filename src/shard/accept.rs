@@ -6,37 +6,37 @@ use glommio::net::{TcpListener, TcpStream};
 use std::future::Future;
 use std::rc::Rc;
 
-/// Accepts NATS connections until shutdown; each connection gets its own tasks.
+/// Accepts NATS connections until its task is dropped; each connection gets its own tasks.
 pub async fn accept_nats(shard: Rc<Shard>, listener: TcpListener) {
     accept(shard, listener, conn::serve_nats).await
 }
 
-/// Accepts MQTT connections until shutdown; each is served here or on its home shard.
+/// Accepts MQTT connections until its task is dropped; each is served here or on its home
+/// shard.
 pub async fn accept_mqtt(shard: Rc<Shard>, listener: TcpListener) {
     accept(shard, listener, mqtt::serve_accepted).await
 }
 
+/// The accept loop runs in a task of its own that only the listener wakes, and shutdown
+/// cancels it by dropping the task. It must not share a task with anything that wakes it
+/// periodically: glommio 0.9 keeps one more waker clone on the listener's source at every poll
+/// of a pending accept, and a task's waker count is an i16, so a poll every 25 ms overflowed it
+/// after about 14 idle minutes and crashed the shard (tuning/results/2026-12-01-mqtt.md).
 async fn accept<F: Future<Output = ()> + 'static>(
     shard: Rc<Shard>,
     listener: TcpListener,
     serve: fn(Rc<Shard>, TcpStream) -> F,
 ) {
     loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            wait_for_shutdown(&shard).await;
-            None
-        })
-        .await;
-        match accepted {
-            Some(Ok(stream)) => {
+        match listener.accept().await {
+            Ok(stream) => {
                 glommio::spawn_local(serve(Rc::clone(&shard), stream)).detach();
             }
-            Some(Err(error)) => {
+            Err(error) => {
                 // EMFILE and friends: back off briefly instead of spinning on the error.
                 tracing::warn!(shard = shard.id, %error, "accept failed");
                 glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
             }
-            None => return,
         }
     }
 }

@@ -195,7 +195,7 @@ impl MeshState {
             if self.pending.borrow().iter().all(|q| q.len() <= PENDING_BATCHES_MAX) {
                 return Poll::Ready(());
             }
-            self.room_waiters.borrow_mut().push(cx.waker().clone());
+            add_waiter(&mut self.room_waiters.borrow_mut(), cx.waker());
             Poll::Pending
         })
         .await
@@ -232,9 +232,41 @@ impl MeshState {
             if acked.iter().enumerate().all(|(peer, a)| peer == self.me || *a >= epoch) {
                 return Poll::Ready(());
             }
-            self.epoch_waiters.borrow_mut().push(cx.waker().clone());
+            add_waiter(&mut self.epoch_waiters.borrow_mut(), cx.waker());
             Poll::Pending
         })
         .await
+    }
+}
+
+/// Adds `waker` to a list of waiters unless the same task is already in it. A waiting future
+/// is polled again whenever its task wakes, also for other reasons, and a future that ends by
+/// another route (a timeout) leaves its entry behind; without this check the entries, each a
+/// waker clone, would pile up, and glommio counts a task's wakers in an i16.
+pub fn add_waiter(waiters: &mut Vec<Waker>, waker: &Waker) {
+    if !waiters.iter().any(|w| w.will_wake(waker)) {
+        waiters.push(waker.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Task;
+    impl std::task::Wake for Task {
+        fn wake(self: std::sync::Arc<Self>) {}
+    }
+
+    #[test]
+    fn a_task_waits_in_a_list_once() {
+        let one = Waker::from(std::sync::Arc::new(Task));
+        let other = Waker::from(std::sync::Arc::new(Task));
+        let mut waiters = Vec::new();
+        for _ in 0..3 {
+            add_waiter(&mut waiters, &one.clone());
+        }
+        add_waiter(&mut waiters, &other);
+        assert_eq!(waiters.len(), 2);
     }
 }

@@ -379,7 +379,7 @@ impl Shard {
             if self.stalled.borrow().is_empty() {
                 return Poll::Ready(());
             }
-            self.drain_waiters.borrow_mut().push(cx.waker().clone());
+            mesh::add_waiter(&mut self.drain_waiters.borrow_mut(), cx.waker());
             Poll::Pending
         });
         futures_lite::future::or(drained, glommio::timer::sleep(budget)).await;
@@ -567,7 +567,7 @@ impl Shard {
             if !self.peer_interest_in_flight() {
                 return Poll::Ready(());
             }
-            self.interest_waiters.borrow_mut().push(cx.waker().clone());
+            mesh::add_waiter(&mut self.interest_waiters.borrow_mut(), cx.waker());
             Poll::Pending
         })
         .await;
