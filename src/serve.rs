@@ -54,8 +54,8 @@ pub fn start(config: Config) -> Result<Running, String> {
         return Err(startup_error("io_uring is disabled on this host"));
     }
     check_memlock(&config, shards);
-    let (nats_addr, nats_reservation) = reserve_port(config.nats.listen)?;
-    let (mqtt_addr, mqtt_reservation) = reserve_port(config.mqtt.listen)?;
+    let (nats_addr, nats_reservation) = reserve_port_patiently(config.nats.listen)?;
+    let (mqtt_addr, mqtt_reservation) = reserve_port_patiently(config.mqtt.listen)?;
     let identity = Arc::new(Identity {
         server_id: server_id(),
         name: config.server.name.clone(),
@@ -248,6 +248,26 @@ async fn run_shard(
     drop(pinger);
     drop(sweeper);
     drop(tasks);
+}
+
+/// [`reserve_port`], retried for up to a second while the address is in use. A broker that has
+/// just exited can leave its listening sockets open for a few milliseconds: the kernel tears
+/// down an io_uring instance, and cancels the accepts pending on those sockets, after the
+/// process is gone. A restart right after a stop would otherwise fail (measured: `ss` still
+/// showed the old LISTEN sockets after `wait` returned for the old process).
+fn reserve_port_patiently(addr: SocketAddr) -> Result<(SocketAddr, socket2::Socket), String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        match reserve_port(addr) {
+            Err(e)
+                if e.ends_with("address already in use")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            result => return result,
+        }
+    }
 }
 
 /// Resolves port 0 to a free port and checks that nobody else listens on the address, and

@@ -4,7 +4,8 @@
 #   2. cargo build --workspace --all-targets, then cargo test --workspace,
 #   3. the Python interop tests (nats-py and raw sockets) against target/debug/isthmus.
 # Stops at the first step that fails and exits non-zero.
-# ISTHMUS_PEER=nats-server runs the Python tests against Debian's nats-server instead (to check
+# ISTHMUS_PEER=nats-server (NATS tests) or ISTHMUS_PEER=mosquitto (MQTT tests) runs the Python
+# tests against Debian's nats-server or mosquitto instead (to check
 # the tests themselves against the reference server); extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -65,9 +65,8 @@ TRACE = os.environ.get("ISTHMUS_TEST_TRACE", "") not in ("", "0")
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
 
-# The mqtt= field is optional so that a binary without the MQTT listener still starts.
 _ISTHMUS_READY = re.compile(
-    r"^ready nats=([0-9.]+):(\d+)(?: mqtt=([0-9.]+):(\d+))? shards=(\d+)$"
+    r"^ready nats=([0-9.]+):(\d+) mqtt=([0-9.]+):(\d+) shards=(\d+)$"
 )
 _NATS_SERVER_LISTEN = re.compile(r"Listening for client connections on ([0-9.]+):(\d+)")
 
@@ -179,19 +178,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-_ISTHMUS_HAS_MQTT: dict[Path, bool] = {}
-
-
-def isthmus_has_mqtt_flag(binary: Path) -> bool:
-    """Whether `isthmus serve` takes --mqtt-listen (older binaries have no MQTT listener)."""
-    if binary not in _ISTHMUS_HAS_MQTT:
-        out = subprocess.run(
-            [str(binary), "serve", "--help"], capture_output=True, text=True, timeout=10
-        )
-        _ISTHMUS_HAS_MQTT[binary] = "--mqtt-listen" in out.stdout
-    return _ISTHMUS_HAS_MQTT[binary]
-
-
 class _LineReader(threading.Thread):
     """Drains one pipe of the broker into a list so the broker never blocks on a full pipe."""
 
@@ -278,8 +264,7 @@ class Broker:
         if not binary.exists():
             raise RuntimeError(f"{binary} does not exist: run `cargo build` or set ISTHMUS_BIN")
         argv = [str(binary), "serve", "--nats-listen", "127.0.0.1:0", "--shards", str(shards)]
-        if isthmus_has_mqtt_flag(binary):
-            argv += ["--mqtt-listen", "127.0.0.1:0"]
+        argv += ["--mqtt-listen", "127.0.0.1:0"]
         if TRACE:
             argv += ["--log", "trace"]
         if self.config:
@@ -289,10 +274,9 @@ class Broker:
         self._spawn(argv)
         match = self.stdout.wait_for(_ISTHMUS_READY, time.monotonic() + READY_TIMEOUT_S)
         if match is None:
-            self._fail_start("no `ready nats=127.0.0.1:PORT [mqtt=ADDR] shards=N` line on stdout")
+            self._fail_start("no `ready nats=ADDR mqtt=ADDR shards=N` line on stdout")
         self.host, self.port, self.shards = match[1], int(match[2]), int(match[5])
-        if match[3] is not None:
-            self.mqtt_host, self.mqtt_port = match[3], int(match[4])
+        self.mqtt_host, self.mqtt_port = match[3], int(match[4])
         if shards and self.shards != shards:
             self._fail_start(f"asked for {shards} shards, ready line says {self.shards}")
 
@@ -343,10 +327,7 @@ class Broker:
     @property
     def mqtt_addr(self) -> tuple[str, int]:
         """(host, port) of the MQTT listener; fails the test when the broker has none."""
-        assert self.mqtt_port is not None, (
-            f"{self.peer} has no MQTT listener: the ready line had no mqtt= field "
-            f"({' '.join(self.argv)})"
-        )
+        assert self.mqtt_port is not None, f"{self.peer} has no MQTT listener"
         return self.mqtt_host, self.mqtt_port
 
     def shard(self, index: int) -> int:
