@@ -3,7 +3,7 @@
 //!
 //! Run against the reference broker with `ISTHMUS_TEST_PEER=mosquitto`; the limits below are
 //! translated into mosquitto's settings by the harness. Where mosquitto 2.0.11 answers
-//! differently from the contract (docs/CONTRACT-mqtt.md), [`Mosquitto`] says what it does and
+//! differently from docs/mqtt.md, [`Mosquitto`] says what it does and
 //! that is asserted instead in that mode.
 
 mod common;

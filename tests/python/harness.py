@@ -5,7 +5,7 @@ The broker under test is Isthmus (`ISTHMUS_BIN`, default target/debug/isthmus). 
 `ISTHMUS_PEER=mosquitto` the MQTT tests run against Debian's mosquitto 2.0, so that every
 assertion is first checked against a reference implementation (conftest.py skips the other
 protocol's test files there). Tests describe configuration in Isthmus terms (the TOML tables of
-docs/CONTRACT-issue2.md and docs/CONTRACT-mqtt.md); `Broker` translates it for the reference
+docs/CONTRACT-issue2.md and docs/mqtt.md); `Broker` translates it for the reference
 broker, and a test whose keys have no translation is skipped there.
 
 Shards: a connection's shard is INFO `client_id % shards`. nats-server is treated as one shard, so

@@ -1,7 +1,7 @@
 """MQTT <-> NATS on one Isthmus broker: paho-mqtt clients and nats-py clients talk to each other.
 
 Isthmus-only (mosquitto has no NATS side; nats-server 2.9 has no MQTT 5). The subject mapping is
-nats-server's (docs/mqtt-subjects.md); the behaviour is docs/CONTRACT-mqtt.md's "NATS side".
+nats-server's (docs/mqtt-subjects.md); the behaviour is docs/mqtt.md's "NATS messages seen from MQTT" and "Publishing".
 paho calls block, so these async tests run them in a thread (`blocking`) to keep nats-py's
 event loop running.
 """
