@@ -15,7 +15,7 @@ pub mod session;
 use crate::config::Config;
 use crate::message::Message;
 use crate::protocol::nats::codec::{self, Limits};
-use crate::router::interest::InterestMap;
+use crate::router::interest::{InterestMap, InterestMatch};
 use crate::router::local::{LocalRouter, Subscription};
 use crate::router::retained::Retained;
 use crate::stats::ShardStats;
@@ -490,8 +490,7 @@ impl Shard {
                 return Routed::AwaitSync;
             }
         }
-        drop(interest);
-        self.route(Some(origin), message);
+        self.route_to(Some(origin), message, &interest);
         Routed::Done
     }
 
@@ -499,6 +498,10 @@ impl Shard {
     /// connection on this shard, if any (a will has none).
     pub fn route(&self, origin: Option<u32>, message: &Message) {
         let interest = self.interest.borrow_mut().matches(&message.subject);
+        self.route_to(origin, message, &interest);
+    }
+
+    fn route_to(&self, origin: Option<u32>, message: &Message, interest: &InterestMatch) {
         ShardStats::add(&self.stats.in_msgs, 1);
         ShardStats::add(&self.stats.in_bytes, message.size() as u64);
         if interest.is_empty() {

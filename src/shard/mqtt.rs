@@ -212,7 +212,7 @@ async fn refuse(shard: &Shard, mut stream: TcpStream, version: Version, code: Re
 /// What the packet loop of one connection keeps for itself.
 struct ConnState {
     version: Version,
-    /// Inbound topic aliases (index = alias - 1).
+    /// Inbound topic aliases (index = alias - 1), grown as the client sets them.
     aliases: Vec<Option<Bytes>>,
     keep_alive: Option<Duration>,
     /// Session Expiry Interval from CONNECT was 0 (DISCONNECT may then not raise it).
@@ -256,7 +256,7 @@ async fn run(
     shard.mqtt_resume(session);
     let mut state = ConnState {
         version,
-        aliases: vec![None; usize::from(shard.config.mqtt.topic_alias_maximum)],
+        aliases: Vec::new(),
         keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
         expiry_was_zero: connect.properties.session_expiry_interval.unwrap_or(0) == 0,
         arena: BytesMut::new(),
@@ -426,11 +426,17 @@ async fn on_publish(
     }
     let topic = match properties.topic_alias {
         Some(alias) => {
-            let Some(entry) = state.aliases.get_mut(usize::from(alias) - 1) else {
+            let index = usize::from(alias) - 1;
+            if alias > shard.config.mqtt.topic_alias_maximum {
                 let why = "topic alias above the Topic Alias Maximum [MQTT-3.3.2-9]";
                 fail(shard, slot, version, ReasonCode::TOPIC_ALIAS_INVALID, why);
                 return Some(Exit::Unclean);
-            };
+            }
+            if state.aliases.len() <= index {
+                // Grown on use: most connections never set an alias.
+                state.aliases.resize(index + 1, None);
+            }
+            let entry = &mut state.aliases[index];
             if topic.is_empty() {
                 match entry {
                     Some(known) => known.clone(),
