@@ -45,7 +45,7 @@ pub async fn serve_nats(shard: Rc<Shard>, stream: TcpStream) {
 async fn read_loop(shard: &Shard, slot: u32, mut reader: Half) {
     let mut buf = BytesMut::new();
     loop {
-        if !read_some(shard, slot, &mut reader, &mut buf).await {
+        if read_some(shard, slot, &mut reader, &mut buf, READ_CHUNK_BYTES).await.is_none() {
             return;
         }
         // PONGs are owed until the burst is done: clients such as nats-py write their flush
@@ -90,19 +90,22 @@ async fn read_loop(shard: &Shard, slot: u32, mut reader: Half) {
     }
 }
 
-/// Reads once into the spare room of `buf` (growing it by a chunk when little is left).
-/// Returns false on end of stream, a read error, or when the connection is closing.
+/// Reads once into the spare room of `buf`, at most `window` bytes, growing the buffer by
+/// `window` when less than half a window (at most [`READ_SPARE_BYTES_MIN`]) is spare. Returns
+/// (bytes read, room offered), or `None` on end of stream, a read error, or when the
+/// connection is closing.
 pub(super) async fn read_some(
     shard: &Shard,
     slot: u32,
     reader: &mut Half,
     buf: &mut BytesMut,
-) -> bool {
-    if buf.capacity() - buf.len() < READ_SPARE_BYTES_MIN {
-        buf.reserve(READ_CHUNK_BYTES);
+    window: usize,
+) -> Option<(usize, usize)> {
+    if buf.capacity() - buf.len() < READ_SPARE_BYTES_MIN.min(window / 2) {
+        buf.reserve(window);
     }
     let start = buf.len();
-    let end = buf.capacity().min(start + READ_CHUNK_BYTES);
+    let end = buf.capacity().min(start + window);
     buf.resize(end, 0);
     let read =
         futures_lite::future::or(async { Some(reader.read(&mut buf[start..]).await) }, async {
@@ -113,11 +116,11 @@ pub(super) async fn read_some(
     match read {
         Some(Ok(n)) if n > 0 => {
             buf.truncate(start + n);
-            true
+            Some((n, end - start))
         }
         _ => {
             buf.truncate(start);
-            false
+            None
         }
     }
 }

@@ -11,6 +11,7 @@ use super::conn::{read_some, write_loop, Half};
 use super::mesh::{Adopt, MeshOp};
 use super::session::{Inflight, Pending, Session, SessionSub, Stage};
 use super::{Protocol, Routed, Shard};
+use crate::limits::{MQTT_READ_WINDOW_MIN, READ_CHUNK_BYTES};
 use crate::message::{Message, Meta, MqttProperties};
 use crate::protocol::mqtt::codec::{self, DecodeError};
 use crate::protocol::mqtt::interop;
@@ -276,6 +277,7 @@ async fn read_loop(
     buf: &mut BytesMut,
 ) -> Exit {
     let max = shard.config.mqtt.max_packet_bytes;
+    let mut window = MQTT_READ_WINDOW_MIN;
     loop {
         if let Some(keep_alive) = state.keep_alive {
             let deadline = Instant::now() + keep_alive;
@@ -298,8 +300,18 @@ async fn read_loop(
         }
         shard.mesh.stage_all();
         shard.mesh.wait_for_room().await;
-        if shard.with_conn(slot, |c| c.closing) || !read_some(shard, slot, &mut reader, buf).await {
+        if buf.is_empty() && buf.capacity() > 4 * window {
+            // A burst grew the buffer; an idle device should not keep it.
+            *buf = BytesMut::new();
+        }
+        if shard.with_conn(slot, |c| c.closing) {
             return Exit::Unclean;
+        }
+        match read_some(shard, slot, &mut reader, buf, window).await {
+            Some((n, room)) if n == room => window = (window * 2).min(READ_CHUNK_BYTES),
+            Some((n, _)) if n < window / 4 => window = (window / 2).max(MQTT_READ_WINDOW_MIN),
+            Some(_) => {}
+            None => return Exit::Unclean,
         }
     }
 }
