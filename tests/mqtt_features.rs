@@ -198,21 +198,8 @@ async fn will_delay_is_cancelled_when_the_client_id_reconnects() {
         let (mut watcher, _) =
             RawMqtt::connect_as(&addr, Version::V5_0, &unique_id("will-watch"), true).await;
         watcher.subscribe(&will_topic, QoS::AtMostOnce).await;
-        let delayed = |id: &str, payload: &str| {
-            let mut connect = connect_packet(Version::V5_0, id, false);
-            connect.properties.session_expiry_interval = Some(60);
-            connect.will = Some(Will {
-                topic: bytes(&will_topic),
-                payload: bytes(payload),
-                qos: QoS::AtMostOnce,
-                retain: false,
-                properties: WillProperties {
-                    will_delay_interval: Some(1),
-                    ..WillProperties::default()
-                },
-            });
-            connect
-        };
+        let delayed =
+            |id: &str, payload: &str| with_delayed_will(id, false, &will_topic, payload, 1);
         // Reconnects within the delay: no will.
         let id = unique_id("delayed-back");
         let (raw, _) = RawMqtt::handshake(&addr, delayed(&id, "should not")).await;
@@ -233,6 +220,23 @@ async fn will_delay_is_cancelled_when_the_client_id_reconnects() {
     .await;
 }
 
+/// A 5.0 CONNECT with session expiry 60 s and a QoS 0 will on `topic` delayed by `delay` s.
+fn with_delayed_will(id: &str, clean: bool, topic: &str, payload: &str, delay: u32) -> Connect {
+    let mut connect = connect_packet(Version::V5_0, id, clean);
+    connect.properties.session_expiry_interval = Some(60);
+    connect.will = Some(Will {
+        topic: bytes(topic),
+        payload: bytes(payload),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: WillProperties {
+            will_delay_interval: Some(delay),
+            ..WillProperties::default()
+        },
+    });
+    connect
+}
+
 /// Takeover of a connection whose will has a delay: a new connection that continues the session
 /// cancels the will [MQTT-3.1.3-9]; one with clean start ends the old session, which publishes
 /// the will at once (§3.1.2.5: "or the Session ends, whichever happens first").
@@ -248,19 +252,7 @@ async fn takeover_cancels_a_delayed_will_only_when_the_session_continues() {
             RawMqtt::connect_as(&addr, Version::V5_0, &unique_id("will-watch"), true).await;
         watcher.subscribe(&will_topic, QoS::AtMostOnce).await;
         let with_will = |id: &str, clean: bool, payload: &str| {
-            let mut connect = connect_packet(Version::V5_0, id, clean);
-            connect.properties.session_expiry_interval = Some(60);
-            connect.will = Some(Will {
-                topic: bytes(&will_topic),
-                payload: bytes(payload),
-                qos: QoS::AtMostOnce,
-                retain: false,
-                properties: WillProperties {
-                    will_delay_interval: Some(30),
-                    ..WillProperties::default()
-                },
-            });
-            connect
+            with_delayed_will(id, clean, &will_topic, payload, 30)
         };
         let id = unique_id("will-takeover");
         let (_first, _) = RawMqtt::handshake(&addr, with_will(&id, true, "continued")).await;

@@ -451,43 +451,21 @@ class Collector:
 # Raw sockets
 
 
-class RawClient:
-    """A NATS connection over a plain blocking socket, for byte-exact protocol checks."""
+class _RawSocket:
+    """A plain blocking socket with a read buffer: what the raw NATS and MQTT clients share."""
 
-    def __init__(self, broker: Broker, rcvbuf: int | None = None, timeout: float = 5.0):
+    def __init__(self, addr: tuple[str, int], timeout: float, rcvbuf: int | None):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:
             # Set before connect so the TCP window starts small (a slow consumer fills it fast).
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(timeout)
-        self.sock.connect((broker.host, broker.port))
+        self.sock.connect(addr)
         self.buf = bytearray()
         self.closed = False
-        line = self.read_line(timeout)
-        assert line.startswith(b"INFO "), line
-        self.info = json.loads(line[5:])
-        self.client_id = self.info.get("client_id")
-
-    @classmethod
-    def on_shard(cls, broker: Broker, shard: int, tries: int = 64, **kwargs) -> "RawClient":
-        seen = []
-        for _ in range(tries):
-            raw = cls(broker, **kwargs)
-            if broker.shard_of(raw.client_id) == shard:
-                return raw
-            seen.append(raw.client_id)
-            raw.close()
-        raise AssertionError(f"no raw connection on shard {shard}, client_ids {seen}")
 
     def send(self, data: bytes):
         self.sock.sendall(data)
-
-    def handshake(self, **options):
-        """CONNECT (verbose and pedantic off, headers on unless overridden), then PING/PONG."""
-        opts = {"verbose": False, "pedantic": False, "headers": True, "protocol": 1}
-        opts.update(options)
-        self.send(b"CONNECT " + json.dumps(opts).encode() + b"\r\nPING\r\n")
-        self.expect_line(b"PONG")
 
     def _fill(self, deadline: float) -> bool:
         """Read once more into the buffer; False at EOF or reset."""
@@ -508,6 +486,38 @@ class RawClient:
             return False
         self.buf += chunk
         return True
+
+    def close(self):
+        self.sock.close()
+
+
+class RawClient(_RawSocket):
+    """A NATS connection over a plain blocking socket, for byte-exact protocol checks."""
+
+    def __init__(self, broker: Broker, rcvbuf: int | None = None, timeout: float = 5.0):
+        super().__init__((broker.host, broker.port), timeout, rcvbuf)
+        line = self.read_line(timeout)
+        assert line.startswith(b"INFO "), line
+        self.info = json.loads(line[5:])
+        self.client_id = self.info.get("client_id")
+
+    @classmethod
+    def on_shard(cls, broker: Broker, shard: int, tries: int = 64, **kwargs) -> "RawClient":
+        seen = []
+        for _ in range(tries):
+            raw = cls(broker, **kwargs)
+            if broker.shard_of(raw.client_id) == shard:
+                return raw
+            seen.append(raw.client_id)
+            raw.close()
+        raise AssertionError(f"no raw connection on shard {shard}, client_ids {seen}")
+
+    def handshake(self, **options):
+        """CONNECT (verbose and pedantic off, headers on unless overridden), then PING/PONG."""
+        opts = {"verbose": False, "pedantic": False, "headers": True, "protocol": 1}
+        opts.update(options)
+        self.send(b"CONNECT " + json.dumps(opts).encode() + b"\r\nPING\r\n")
+        self.expect_line(b"PONG")
 
     def read_line(self, timeout: float = 5.0) -> bytes:
         deadline = time.monotonic() + timeout
@@ -569,9 +579,6 @@ class RawClient:
         """Everything that arrives within `seconds` (the connection may stay open)."""
         data, _ = self.read_until_close(seconds)
         return data
-
-    def close(self):
-        self.sock.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1073,41 +1080,12 @@ class MqttPacket:
         return out
 
 
-class RawMqtt:
+class RawMqtt(_RawSocket):
     """An MQTT connection over a plain blocking socket, for byte-exact checks and bad input."""
 
     def __init__(self, broker: Broker, timeout: float = 5.0, rcvbuf: int | None = None):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf is not None:
-            # Set before connect so the TCP window starts small (a slow consumer fills it fast).
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.settimeout(timeout)
-        self.sock.connect(broker.mqtt_addr)
-        self.buf = bytearray()
-        self.closed = False
+        super().__init__(broker.mqtt_addr, timeout, rcvbuf)
         self.level = 5
-
-    def send(self, data: bytes):
-        self.sock.sendall(data)
-
-    def _fill(self, deadline: float) -> bool:
-        if self.closed:
-            return False
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError
-        self.sock.settimeout(left)
-        try:
-            chunk = self.sock.recv(1 << 16)
-        except socket.timeout:
-            raise TimeoutError from None
-        except (ConnectionResetError, BrokenPipeError):
-            chunk = b""
-        if not chunk:
-            self.closed = True
-            return False
-        self.buf += chunk
-        return True
 
     def _take_packet(self) -> MqttPacket | None:
         if len(self.buf) < 2:
@@ -1165,9 +1143,6 @@ class RawMqtt:
         pkt = self.read_packet()
         assert pkt.type == SUBACK, f"expected SUBACK, got {pkt}"
         return pkt
-
-    def close(self):
-        self.sock.close()
 
 
 def assert_closed_with(raw: RawMqtt, reason: int | None, timeout: float = 5.0):
