@@ -104,24 +104,8 @@ pub fn pubsub(
     let counts: Vec<u64> = readers.into_iter().map(|r| r.join().unwrap_or(0)).collect();
     let elapsed = start.elapsed();
     let total: u64 = counts.iter().sum();
-    let rate = total as f64 / elapsed.as_secs_f64();
-    println!(
-        "scenario  pubs subs msgs/pub size  delivered     elapsed   msgs/s(out)  publish msgs/s"
-    );
-    println!(
-        "nats-pubsub {publishers:>3} {subscribers:>4} {messages:>8} {size:>4} {total:>10} {:>10.3}s {rate:>12.0} {:>14.0}",
-        elapsed.as_secs_f64(),
-        expected as f64 / published.as_secs_f64()
-    );
-    println!(
-        "json: {{\"scenario\":\"nats-pubsub\",\"publishers\":{publishers},\"subscribers\":{subscribers},\"messages\":{messages},\"size\":{size},\"delivered\":{total},\"expected\":{},\"elapsed_s\":{:.6},\"delivered_per_s\":{rate:.0}}}",
-        expected * subscribers as u64,
-        elapsed.as_secs_f64()
-    );
-    if total != expected * subscribers as u64 {
-        return Err(format!("delivered {total} of {} messages", expected * subscribers as u64));
-    }
-    Ok(())
+    Run { scenario: "nats-pubsub", qos: None, publishers, subscribers, messages, size }
+        .report(total, elapsed, published)
 }
 
 /// Paced round-trip latency, corrected for coordinated omission.
@@ -293,7 +277,12 @@ pub fn mqtt_pubsub(
                 let n = match stream.read(&mut buf[pending..]) {
                     Ok(0) => break,
                     Ok(n) => n,
-                    Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
                         let quiet = published.load(Ordering::Acquire) && heard.elapsed() > QUIET;
                         if quiet || started.elapsed() > limit {
                             break;
@@ -399,22 +388,46 @@ pub fn mqtt_pubsub(
     let elapsed = ends.iter().map(|(_, heard)| heard.saturating_duration_since(start)).max();
     let elapsed = elapsed.unwrap_or_default().max(published);
     let total: u64 = ends.iter().map(|(count, _)| count).sum();
-    let rate = total as f64 / elapsed.as_secs_f64();
-    println!(
-        "scenario     qos pubs subs msgs/pub size  delivered     elapsed   msgs/s(out)  publish msgs/s"
-    );
-    println!(
-        "mqtt-pubsub {qos:>4} {publishers:>4} {subscribers:>4} {messages:>8} {size:>4} {total:>10} {:>10.3}s {rate:>12.0} {:>14.0}",
-        elapsed.as_secs_f64(),
-        expected as f64 / published.as_secs_f64()
-    );
-    println!(
-        "json: {{\"scenario\":\"mqtt-pubsub\",\"qos\":{qos},\"publishers\":{publishers},\"subscribers\":{subscribers},\"messages\":{messages},\"size\":{size},\"delivered\":{total},\"expected\":{},\"elapsed_s\":{:.6},\"delivered_per_s\":{rate:.0}}}",
-        expected * subscribers as u64,
-        elapsed.as_secs_f64()
-    );
-    if total != expected * subscribers as u64 {
-        return Err(format!("delivered {total} of {} messages", expected * subscribers as u64));
+    Run { scenario: "mqtt-pubsub", qos: Some(qos), publishers, subscribers, messages, size }
+        .report(total, elapsed, published)
+}
+
+/// The shape of a throughput run, for its report.
+struct Run {
+    scenario: &'static str,
+    qos: Option<u8>,
+    publishers: usize,
+    subscribers: usize,
+    messages: u64,
+    size: usize,
+}
+
+impl Run {
+    /// Prints the human line and the `json:` line; fails unless every subscriber got every
+    /// message. `elapsed` runs to the last delivery, `published` to the publishers' end.
+    fn report(&self, total: u64, elapsed: Duration, published: Duration) -> Result<(), String> {
+        let Run { scenario, qos, publishers, subscribers, messages, size } = *self;
+        let sent = messages * publishers as u64;
+        let expected = sent * subscribers as u64;
+        let rate = total as f64 / elapsed.as_secs_f64();
+        let qos_column = qos.map_or(String::new(), |q| format!(" {q:>3}"));
+        let qos_json = qos.map_or(String::new(), |q| format!("\"qos\":{q},"));
+        println!(
+            "scenario   {} pubs subs msgs/pub size  delivered     elapsed   msgs/s(out)  publish msgs/s",
+            if qos.is_some() { "qos" } else { "" }
+        );
+        println!(
+            "{scenario}{qos_column} {publishers:>4} {subscribers:>4} {messages:>8} {size:>4} {total:>10} {:>10.3}s {rate:>12.0} {:>14.0}",
+            elapsed.as_secs_f64(),
+            sent as f64 / published.as_secs_f64()
+        );
+        println!(
+            "json: {{\"scenario\":\"{scenario}\",{qos_json}\"publishers\":{publishers},\"subscribers\":{subscribers},\"messages\":{messages},\"size\":{size},\"delivered\":{total},\"expected\":{expected},\"elapsed_s\":{:.6},\"delivered_per_s\":{rate:.0}}}",
+            elapsed.as_secs_f64()
+        );
+        if total != expected {
+            return Err(format!("delivered {total} of {expected} messages"));
+        }
+        Ok(())
     }
-    Ok(())
 }
