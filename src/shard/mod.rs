@@ -408,7 +408,7 @@ impl Shard {
             self.unsubscribe(old);
         }
         if let Some(epoch) = epoch {
-            self.with_conn(slot, |c| c.required_epoch = epoch);
+            self.with_conn(slot, |c| c.required_epoch = c.required_epoch.max(epoch));
         }
         id
     }
@@ -443,7 +443,7 @@ impl Shard {
             let epoch = self.interest_changed(&sub.subject, &sub.queue, count);
             if let Some(slot) = nats_slot {
                 if let Some(conn) = self.conns.borrow_mut().get_mut(slot) {
-                    conn.required_epoch = epoch;
+                    conn.required_epoch = conn.required_epoch.max(epoch);
                 }
             }
         }
