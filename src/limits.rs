@@ -16,8 +16,8 @@ pub const READ_SPARE_BYTES_MIN: usize = 4 * 1024;
 
 /// Smallest read window of an MQTT connection. MQTT windows start here and double while reads
 /// fill them (up to [`READ_CHUNK_BYTES`]), then halve after reads that use under a quarter, so an
-/// idle device does not hold a 64 KiB buffer (RSS per idle connection, 2 shards: 78.9 KiB with
-/// 64 KiB reads, 20.5 KiB with this; tuning/results/2026-12-01-mqtt.md). NATS connections, few
+/// idle device does not hold a 64 KiB buffer (RSS per idle connection: 78.9 KiB with 64 KiB
+/// reads, about 5-9 KiB with this; tuning/results/2026-12-01-mqtt.md). NATS connections, few
 /// and busy, always read 64 KiB.
 pub const MQTT_READ_WINDOW_MIN: usize = 1024;
 

@@ -89,7 +89,9 @@ pub async fn serve_accepted(shard: Rc<Shard>, mut stream: TcpStream) {
     }
     let home = interop::home_shard(&connect.client_id, shard.count);
     if home == shard.id {
-        run(shard, stream, addr, connect, assigned, rest).await;
+        // A task of its own: this handshake future is larger than the connection's and would
+        // otherwise stay allocated for the connection's life (about 4.7 KiB vs 2.2 KiB).
+        glommio::spawn_local(run(shard, stream, addr, connect, assigned, rest)).detach();
         return;
     }
     match duplicate_fd(&stream) {
