@@ -1,6 +1,43 @@
 //! Scenarios of `isthmus-loadtest`, usable from tests: each talks to a broker only over TCP,
 //! is bounded by a message count and a time limit, prints a human line and a `json:` line, and
-//! returns an error if not every message arrived.
+//! returns what it measured ([`Throughput::complete`] turns a lost message into an error).
+
+pub mod compare;
+
+/// What a throughput run measured.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Throughput {
+    /// Messages the subscribers received, all together.
+    pub delivered: u64,
+    /// Messages they should have received.
+    pub expected: u64,
+    /// Delivered messages per second, up to the last delivery.
+    pub per_s: f64,
+}
+
+impl Throughput {
+    /// The run, or an error if any message did not arrive.
+    pub fn complete(self) -> Result<Throughput, String> {
+        if self.delivered == self.expected {
+            Ok(self)
+        } else {
+            Err(format!("delivered {} of {} messages", self.delivered, self.expected))
+        }
+    }
+}
+
+/// What a latency run measured, in microseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Latency {
+    /// Median.
+    pub p50_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p999_us: u64,
+    /// Largest.
+    pub max_us: u64,
+}
 
 use hdrhistogram::Histogram;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -48,7 +85,7 @@ pub fn pubsub(
     publishers: usize,
     subscribers: usize,
     limit: Duration,
-) -> Result<(), String> {
+) -> Result<Throughput, String> {
     let subject = "loadtest.pubsub";
     let expected = messages * publishers as u64;
     let frame_len = format!("MSG {subject} 1 {size}\r\n").len() + size + 2;
@@ -109,7 +146,7 @@ pub fn pubsub(
 }
 
 /// Paced round-trip latency, corrected for coordinated omission.
-pub fn latency(addr: &str, messages: u64, rate: u64, size: usize) -> Result<(), String> {
+pub fn latency(addr: &str, messages: u64, rate: u64, size: usize) -> Result<Latency, String> {
     let subject = "loadtest.latency";
     let mut subscriber = connect(addr).map_err(|e| e.to_string())?;
     subscriber.write_all(format!("SUB {subject} 1\r\n").as_bytes()).map_err(|e| e.to_string())?;
@@ -166,7 +203,7 @@ pub fn latency(addr: &str, messages: u64, rate: u64, size: usize) -> Result<(), 
         q(0.999),
         histogram.max()
     );
-    Ok(())
+    Ok(Latency { p50_us: q(0.5), p99_us: q(0.99), p999_us: q(0.999), max_us: histogram.max() })
 }
 
 /// Appends an MQTT packet: the fixed header byte, the Remaining Length, the body.
@@ -231,7 +268,7 @@ pub fn mqtt_pubsub(
     subscribers: usize,
     qos: u8,
     limit: Duration,
-) -> Result<(), String> {
+) -> Result<Throughput, String> {
     let err = |e: std::io::Error| e.to_string();
     let topic = b"loadtest/pubsub";
     let qos = qos.min(1);
@@ -244,7 +281,10 @@ pub fn mqtt_pubsub(
         mqtt_packet(&mut probe, 0x30, &vec![0; body_len]);
         probe.len()
     };
-    let run = std::process::id();
+    // Client ids unique per run: nats-server delays a client id that reconnects within a second
+    // of its last connection (its "flapper" rule), which would stall back-to-back runs.
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    let run = format!("{}-{}", std::process::id(), RUNS.fetch_add(1, Ordering::Relaxed));
     // QoS 0 may be dropped by design (a broker that never stalls publishers sheds it): once the
     // publishers are done, a subscriber that hears nothing for QUIET stops waiting.
     let published = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -405,7 +445,12 @@ struct Run {
 impl Run {
     /// Prints the human line and the `json:` line; fails unless every subscriber got every
     /// message. `elapsed` runs to the last delivery, `published` to the publishers' end.
-    fn report(&self, total: u64, elapsed: Duration, published: Duration) -> Result<(), String> {
+    fn report(
+        &self,
+        total: u64,
+        elapsed: Duration,
+        published: Duration,
+    ) -> Result<Throughput, String> {
         let Run { scenario, qos, publishers, subscribers, messages, size } = *self;
         let sent = messages * publishers as u64;
         let expected = sent * subscribers as u64;
@@ -425,9 +470,6 @@ impl Run {
             "json: {{\"scenario\":\"{scenario}\",{qos_json}\"publishers\":{publishers},\"subscribers\":{subscribers},\"messages\":{messages},\"size\":{size},\"delivered\":{total},\"expected\":{expected},\"elapsed_s\":{:.6},\"delivered_per_s\":{rate:.0}}}",
             elapsed.as_secs_f64()
         );
-        if total != expected {
-            return Err(format!("delivered {total} of {expected} messages"));
-        }
-        Ok(())
+        Ok(Throughput { delivered: total, expected, per_s: rate })
     }
 }

@@ -3,7 +3,7 @@
 //! unless told otherwise.
 
 use clap::{Parser, Subcommand};
-use isthmus_loadtest::{latency, mqtt_pubsub, pubsub};
+use isthmus_loadtest::{compare, latency, mqtt_pubsub, pubsub, Throughput};
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -76,20 +76,29 @@ enum Scenario {
         #[arg(long, default_value_t = 60)]
         timeout_s: u64,
     },
+    /// Starts Isthmus, nats-server (NATS, and MQTT with JetStream) and mosquitto on loopback,
+    /// runs the same scenarios against each in interleaved rounds, prints medians and ratios.
+    Compare(compare::Options),
 }
 
 fn main() {
     let result = match Cli::parse().scenario {
         Scenario::NatsPubsub { addr, messages, size, publishers, subscribers, timeout_s } => {
-            pubsub(&addr, messages, size, publishers, subscribers, Duration::from_secs(timeout_s))
+            let limit = Duration::from_secs(timeout_s);
+            pubsub(&addr, messages, size, publishers, subscribers, limit)
+                .and_then(Throughput::complete)
+                .map(drop)
         }
         Scenario::NatsLatency { addr, messages, rate, size } => {
-            latency(&addr, messages, rate, size.max(8))
+            latency(&addr, messages, rate, size.max(8)).map(drop)
         }
         Scenario::MqttPubsub { addr, messages, size, publishers, subscribers, qos, timeout_s } => {
             let limit = Duration::from_secs(timeout_s);
             mqtt_pubsub(&addr, messages, size, publishers, subscribers, qos, limit)
+                .and_then(Throughput::complete)
+                .map(drop)
         }
+        Scenario::Compare(options) => compare::run(&options),
     };
     if let Err(error) = result {
         eprintln!("isthmus-loadtest: {error}");
