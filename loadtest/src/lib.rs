@@ -177,7 +177,7 @@ pub fn latency(addr: &str, messages: u64, rate: u64, size: usize) -> Result<Late
     for i in 0..messages {
         let intended = interval * i as u32;
         while origin.elapsed() < intended {
-            std::hint::spin_loop();
+            std::thread::yield_now();
         }
         frame.clear();
         frame.extend_from_slice(format!("PUB {subject} {size}\r\n").as_bytes());
@@ -395,7 +395,7 @@ pub fn mqtt_pubsub(
                         if open > 0 || acks.is_finished() {
                             break open;
                         }
-                        std::hint::spin_loop();
+                        std::thread::yield_now();
                     };
                     n = n.min(open.max(1));
                 }
