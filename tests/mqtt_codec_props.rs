@@ -491,6 +491,25 @@ fn decode_pieces(pieces: &[&[u8]], version: Version, max: u32) -> Outcome {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
+    /// The broker's per-delivery encoder writes exactly what encoding the packet writes.
+    #[test]
+    fn encode_publish_from_parts_matches_encode(
+        (version, packet) in version().prop_flat_map(|v| (Just(v), publish(v)))
+    ) {
+        let Packet::Publish(p) = &packet else { unreachable!("publish() makes PUBLISH") };
+        let mut whole = BytesMut::new();
+        codec::encode(&packet, version, &mut whole);
+        let mut parts = BytesMut::new();
+        let header = codec::PublishHeader {
+            dup: p.dup,
+            qos: p.qos,
+            retain: p.retain,
+            packet_id: p.packet_id,
+        };
+        codec::encode_publish(&mut parts, version, header, &p.topic, &p.properties, &p.payload);
+        prop_assert_eq!(parts, whole);
+    }
+
     #[test]
     fn encode_then_decode_round_trips((version, packets) in stream()) {
         let encoded = encode_all(&packets, version);

@@ -521,13 +521,12 @@ impl Shard {
             let target = targets.trailing_zeros() as usize;
             targets &= targets - 1;
             let plain = interest.plain_mask & (1 << target) != 0;
-            let queues: SmallVec<[Bytes; 1]> = interest
-                .queues
-                .iter()
-                .zip(&picks)
-                .filter(|(_, pick)| usize::from(**pick) == target)
-                .map(|(queue, _)| queue.name.clone())
-                .collect();
+            let mut queues: SmallVec<[Bytes; 1]> = SmallVec::new();
+            for (queue, _) in
+                interest.queues.iter().zip(&picks).filter(|(_, p)| usize::from(**p) == target)
+            {
+                queues.push(queue.name.clone());
+            }
             if target == self.id {
                 self.deliver(message, plain, &queues, origin, 0);
             } else {

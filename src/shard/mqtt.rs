@@ -220,8 +220,40 @@ struct ConnState {
     keep_alive: Option<Duration>,
     /// Session Expiry Interval from CONNECT was 0 (DISCONNECT may then not raise it).
     expiry_was_zero: bool,
-    /// Room for translated subjects, so that most publishes allocate nothing.
+    /// Subjects of this connection's publishes.
+    subjects: SubjectCache,
+}
+
+/// Translates a connection's publish topics, remembering the last one: devices publish to the
+/// same few topics over and over, so most publishes cost one comparison instead of a
+/// translation.
+#[derive(Default)]
+struct SubjectCache {
+    /// Room for translated subjects, so that publishes allocate nothing.
     arena: BytesMut,
+    /// The last translated topic (a copy: a read-buffer slice would keep that buffer alive).
+    topic: Vec<u8>,
+    /// Its subject, cut from the arena.
+    subject: Option<Bytes>,
+}
+
+impl SubjectCache {
+    fn subject(&mut self, topic: &Bytes) -> Result<Bytes, TopicError> {
+        if let Some(subject) = &self.subject {
+            if self.topic == topic[..] {
+                return Ok(subject.clone());
+            }
+        }
+        // Let go of the cached subject first, so the arena can reclaim its chunk.
+        self.subject = None;
+        let (subject, translated) = arena_subject(&mut self.arena, topic)?;
+        if translated {
+            self.topic.clear();
+            self.topic.extend_from_slice(topic);
+            self.subject = Some(subject.clone());
+        }
+        Ok(subject)
+    }
 }
 
 async fn run(
@@ -262,7 +294,7 @@ async fn run(
         aliases: Vec::new(),
         keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
         expiry_was_zero: connect.properties.session_expiry_interval.unwrap_or(0) == 0,
-        arena: BytesMut::new(),
+        subjects: SubjectCache::default(),
     };
     drop(connect);
     glommio::spawn_local(write_loop(Rc::clone(&shard), slot, Half(Rc::clone(&stream)))).detach();
@@ -484,7 +516,7 @@ async fn on_publish(
             return Some(Exit::Unclean);
         }
     }
-    let subject = match arena_subject(&mut state.arena, &topic) {
+    let subject = match state.subjects.subject(&topic) {
         Ok(subject) => subject,
         Err(error) => {
             ShardStats::add(&shard.stats.mqtt_dropped_bad_topic, 1);
@@ -555,16 +587,17 @@ async fn on_publish(
 /// (`BytesMut::reserve` on a unique buffer) and takes a new one only while old subjects are
 /// still held (queued messages, other shards), so steady traffic allocates nothing for
 /// subjects (tests/alloc_steady_state.rs).
-fn arena_subject(arena: &mut BytesMut, topic: &Bytes) -> Result<Bytes, TopicError> {
+/// The second value says whether it was translated (else it is `topic` itself).
+fn arena_subject(arena: &mut BytesMut, topic: &Bytes) -> Result<(Bytes, bool), TopicError> {
     // A translated subject is at most twice as long as its topic (`.` -> `//`).
     let room = 2 * topic.len() + 1;
     if arena.capacity() - arena.len() < room {
         arena.reserve(room.max(ARENA_CHUNK_BYTES));
     }
     if subject::mqtt_topic_to_subject_into(topic, arena)? {
-        Ok(arena.split().freeze())
+        Ok((arena.split().freeze(), true))
     } else {
-        Ok(topic.clone())
+        Ok((topic.clone(), false))
     }
 }
 
@@ -663,8 +696,8 @@ async fn on_subscribe(
         properties: Default::default(),
     };
     send(shard, slot, version, Packet::SubAck(suback));
-    for pending in retained {
-        shard.mqtt_enqueue(session, pending);
+    for p in retained {
+        shard.mqtt_enqueue(session, &p.message, p.qos, p.retain, p.identifier);
     }
     None
 }
@@ -794,7 +827,6 @@ impl Shard {
         let Some(slot) = s.conn else { return };
         let mut conns = self.conns.borrow_mut();
         let conn = &mut conns[slot as usize];
-        let now = Instant::now();
         let mut kept = std::collections::VecDeque::with_capacity(s.inflight.len());
         while let Some(flight) = s.inflight.pop_front() {
             match flight.stage {
@@ -804,13 +836,13 @@ impl Shard {
                     kept.push_back(flight);
                 }
                 Stage::Published => {
+                    let p = &flight.pending;
                     match write_publish(
                         &mut conn.out,
                         s,
-                        &flight.pending,
+                        (&p.message, p.qos, p.retain, p.identifier),
                         flight.packet_id,
                         true,
-                        now,
                         &mut self.mqtt_scratch.borrow_mut(),
                     ) {
                         Ok(()) => kept.push_back(flight),
@@ -1051,15 +1083,15 @@ impl Shard {
         // subscription's QoS, so NATS services can reach devices reliably (nats-server#6859).
         let qos = if message.meta.from_mqtt { message.meta.qos.min(sub.qos) } else { sub.qos };
         let retain = sub.retain_as_published && message.meta.retain;
-        let pending = Pending { message: message.clone(), qos, retain, identifier: sub.identifier };
-        self.mqtt_enqueue(index, pending);
+        self.mqtt_enqueue(index, message, qos, retain, sub.identifier);
     }
 
-    /// Sends a delivery now if the session's window allows, else queues it (bounded).
-    fn mqtt_enqueue(&self, index: u32, pending: Pending) {
+    /// Sends a delivery now if the session's window allows, else queues it (bounded). The
+    /// message is cloned (refcounts) only if it must wait or stay inflight.
+    fn mqtt_enqueue(&self, index: u32, message: &Message, qos: u8, retain: bool, identifier: u32) {
         let mut sessions = self.sessions.borrow_mut();
         let Some(s) = sessions.get_mut(index as usize) else { return };
-        if pending.qos == 0 {
+        if qos == 0 {
             let Some(slot) = s.conn else {
                 ShardStats::add(&self.stats.mqtt_dropped_qos0, 1);
                 return;
@@ -1070,18 +1102,17 @@ impl Shard {
                 ShardStats::add(&self.stats.mqtt_dropped_qos0, 1);
                 return;
             }
-            let now = Instant::now();
+            let scratch = &mut self.mqtt_scratch.borrow_mut();
             match write_publish(
                 &mut conn.out,
                 s,
-                &pending,
+                (message, 0, retain, identifier),
                 0,
                 false,
-                now,
-                &mut self.mqtt_scratch.borrow_mut(),
+                scratch,
             ) {
                 Ok(()) => {
-                    self.count_out(&pending.message);
+                    self.count_out(message);
                     self.after_append(conn);
                 }
                 Err(skip) => self.count_skip(skip),
@@ -1089,14 +1120,12 @@ impl Shard {
             return;
         }
         if s.queue.is_empty() && s.window_open() {
+            let pending = Pending { message: message.clone(), qos, retain, identifier };
             self.send_inflight(s, pending);
         } else if s.queue.len() < self.config.mqtt.max_queued_messages {
-            let pending = if s.conn.is_none() {
-                Pending { message: pending.message.detached(), ..pending }
-            } else {
-                pending
-            };
-            s.queue.push_back(pending);
+            // An offline session may wait long: copy out of the publisher's read buffer.
+            let message = if s.conn.is_none() { message.detached() } else { message.clone() };
+            s.queue.push_back(Pending { message, qos, retain, identifier });
         } else {
             ShardStats::add(&self.stats.mqtt_dropped_queue_full, 1);
         }
@@ -1109,7 +1138,8 @@ impl Shard {
         let conn = &mut conns[slot as usize];
         let packet_id = s.allocate_packet_id();
         let scratch = &mut self.mqtt_scratch.borrow_mut();
-        match write_publish(&mut conn.out, s, &pending, packet_id, false, Instant::now(), scratch) {
+        let delivery = (&pending.message, pending.qos, pending.retain, pending.identifier);
+        match write_publish(&mut conn.out, s, delivery, packet_id, false, scratch) {
             Ok(()) => {
                 self.count_out(&pending.message);
                 self.after_append(conn);
@@ -1121,10 +1151,9 @@ impl Shard {
 
     /// Fills the window from the queue.
     fn pump(&self, s: &mut Session) {
-        let now = Instant::now();
         while s.window_open() {
             let Some(pending) = s.queue.pop_front() else { return };
-            if pending.message.expired(now) {
+            if pending.message.expired_now() {
                 ShardStats::add(&self.stats.mqtt_dropped_expired, 1);
                 continue;
             }
@@ -1250,49 +1279,52 @@ fn detached_will(will: &Will) -> Will {
     kept
 }
 
-/// Encodes one PUBLISH for session `s` into `out`. Leaves `out` as it was if the delivery
-/// must be skipped: no MQTT form for the subject, expired, or over the client's Maximum
-/// Packet Size.
+/// Encodes one PUBLISH of `message` for session `s` into `out`. Leaves `out` as it was if the
+/// delivery must be skipped: no MQTT form for the subject, expired, or over the client's
+/// Maximum Packet Size. Borrows everything: no refcount is taken per delivery.
 fn write_publish(
     out: &mut BytesMut,
     s: &mut Session,
-    pending: &Pending,
+    delivery: (&Message, u8, bool, u32),
     packet_id: u16,
     dup: bool,
-    now: Instant,
     scratch: &mut Scratch,
 ) -> Result<(), Skip> {
-    let message = &pending.message;
-    if message.expired(now) {
-        return Err(Skip::Expired);
+    let (message, qos, retain, identifier) = delivery;
+    // The clock is read only for messages that can expire.
+    let expires_at = message.meta.properties.as_ref().and_then(|p| p.expires_at);
+    let now = expires_at.map(|_| Instant::now());
+    if let (Some(at), Some(now)) = (expires_at, now) {
+        if at <= now {
+            return Err(Skip::Expired);
+        }
     }
     if message.size() > s.max_packet as usize
         || message.size() + 2 * usize::from(u16::MAX) > codec::REMAINING_LENGTH_MAX as usize
     {
         return Err(Skip::TooLarge);
     }
-    let topic = if message.meta.from_mqtt {
-        message.meta.topic.clone()
+    let Scratch { topic: translated, identifiers, user_properties } = scratch;
+    let topic: &[u8] = if message.meta.from_mqtt {
+        &message.meta.topic
     } else {
-        // Reclaims the scratch chunk: the topic cut from it last time was dropped after encoding.
-        scratch.topic.clear();
-        scratch.topic.reserve(message.subject.len());
-        match subject::subject_to_mqtt_topic_into(&message.subject, &mut scratch.topic) {
-            Ok(true) => scratch.topic.split().freeze(),
-            Ok(false) => message.subject.clone(),
+        translated.clear();
+        match subject::subject_to_mqtt_topic_into(&message.subject, translated) {
+            Ok(true) => translated,
+            Ok(false) => &message.subject,
             Err(_) => return Err(Skip::NoTopic),
         }
     };
     let mut properties = PublishProperties {
-        subscription_identifiers: std::mem::take(&mut scratch.identifiers),
-        user_properties: std::mem::take(&mut scratch.user_properties),
+        subscription_identifiers: std::mem::take(identifiers),
+        user_properties: std::mem::take(user_properties),
         ..Default::default()
     };
     let mut alias = None;
     if s.version == Version::V5_0 {
         if let Some(p) = &message.meta.properties {
             properties.payload_format_indicator = p.payload_format_indicator;
-            properties.message_expiry_interval = p.expires_at.map(|at| {
+            properties.message_expiry_interval = p.expires_at.zip(now).map(|(at, now)| {
                 let left = at.saturating_duration_since(now).as_millis();
                 u32::try_from(left.div_ceil(1000)).unwrap_or(u32::MAX).max(1)
             });
@@ -1313,11 +1345,11 @@ fn write_publish(
                 }
             }
         }
-        if pending.identifier != 0 {
-            properties.subscription_identifiers.push(pending.identifier);
+        if identifier != 0 {
+            properties.subscription_identifiers.push(identifier);
         }
         if s.alias_max > 0 {
-            alias = match s.aliases.get(&topic) {
+            alias = match s.aliases.get(topic) {
                 Some(known) => Some((*known, true)),
                 None if s.aliases.len() < usize::from(s.alias_max) => {
                     Some((s.aliases.len() as u16 + 1, false))
@@ -1327,34 +1359,32 @@ fn write_publish(
             properties.topic_alias = alias.map(|(a, _)| a);
         }
     }
-    let publish = Publish {
+    let header = codec::PublishHeader {
         dup,
-        qos: QoS::from_bits(pending.qos).unwrap_or(QoS::AtMostOnce),
-        retain: pending.retain,
-        topic: if matches!(alias, Some((_, true))) { Bytes::new() } else { topic.clone() },
+        qos: QoS::from_bits(qos).unwrap_or(QoS::AtMostOnce),
+        retain,
         packet_id,
-        payload: message.payload.clone(),
-        properties,
     };
+    let sent_topic: &[u8] = if matches!(alias, Some((_, true))) { b"" } else { topic };
     let before = out.len();
-    let packet = Packet::Publish(publish);
-    codec::encode(&packet, s.version, out);
-    if let Packet::Publish(Publish { properties, .. }) = packet {
-        let PublishProperties { mut subscription_identifiers, mut user_properties, .. } =
-            properties;
-        subscription_identifiers.clear();
-        user_properties.clear();
-        scratch.identifiers = subscription_identifiers;
-        scratch.user_properties = user_properties;
-    }
-    if out.len() - before > s.max_packet as usize {
+    codec::encode_publish(out, s.version, header, sent_topic, &properties, &message.payload);
+    let fits = out.len() - before <= s.max_packet as usize;
+    if !fits {
         out.truncate(before);
-        return Err(Skip::TooLarge);
+    } else if let Some((number, false)) = alias {
+        s.aliases.insert(Bytes::copy_from_slice(topic), number);
     }
-    if let Some((number, false)) = alias {
-        s.aliases.insert(Bytes::copy_from_slice(&topic), number);
+    let PublishProperties { mut subscription_identifiers, user_properties: mut users, .. } =
+        properties;
+    subscription_identifiers.clear();
+    users.clear();
+    *identifiers = subscription_identifiers;
+    *user_properties = users;
+    if fits {
+        Ok(())
+    } else {
+        Err(Skip::TooLarge)
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -1371,12 +1401,24 @@ mod tests {
     #[test]
     fn arena_reuses_its_chunk() {
         let mut arena = BytesMut::new();
-        let a = arena_subject(&mut arena, &Bytes::from_static(b"a/b")).unwrap();
-        let b = arena_subject(&mut arena, &Bytes::from_static(b"c/d")).unwrap();
+        let (a, _) = arena_subject(&mut arena, &Bytes::from_static(b"a/b")).unwrap();
+        let (b, _) = arena_subject(&mut arena, &Bytes::from_static(b"c/d")).unwrap();
         assert_eq!((&a[..], &b[..]), (&b"a.b"[..], &b"c.d"[..]));
         assert_eq!(a.as_ptr() as usize + 3, b.as_ptr() as usize);
         let same = Bytes::from_static(b"plain");
-        assert_eq!(arena_subject(&mut arena, &same).unwrap().as_ptr(), same.as_ptr());
+        assert_eq!(arena_subject(&mut arena, &same).unwrap(), (same.clone(), false));
         assert!(arena_subject(&mut arena, &Bytes::from_static(b"a b")).is_err());
+    }
+
+    #[test]
+    fn subject_cache_remembers_the_last_translated_topic() {
+        let mut cache = SubjectCache::default();
+        let first = cache.subject(&Bytes::from_static(b"a/b")).unwrap();
+        let again = cache.subject(&Bytes::copy_from_slice(b"a/b")).unwrap();
+        assert_eq!((&first[..], first.as_ptr()), (&again[..], again.as_ptr()), "a cache hit");
+        assert_eq!(&cache.subject(&Bytes::from_static(b"c/d")).unwrap()[..], b"c.d");
+        assert_eq!(&cache.subject(&Bytes::from_static(b"plain")).unwrap()[..], b"plain");
+        assert_eq!(&cache.subject(&Bytes::from_static(b"c/d")).unwrap()[..], b"c.d");
+        assert!(cache.subject(&Bytes::from_static(b"bad topic")).is_err());
     }
 }

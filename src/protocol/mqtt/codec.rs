@@ -307,6 +307,45 @@ pub fn encode(packet: &Packet, version: Version, out: &mut BytesMut) {
     debug_assert!(body_start - start <= FIXED_HEADER_BYTES_MAX);
 }
 
+/// The fixed-header fields of a PUBLISH, for [`encode_publish`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PublishHeader {
+    /// DUP.
+    pub dup: bool,
+    /// QoS.
+    pub qos: QoS,
+    /// RETAIN.
+    pub retain: bool,
+    /// Packet Identifier (0 at QoS 0).
+    pub packet_id: u16,
+}
+
+/// Appends a PUBLISH built from borrowed parts: the bytes `encode(&Packet::Publish(..))` would
+/// write, without building the packet (a broker sends one per delivery, and a `Publish` would
+/// cost a refcount on its topic and payload).
+///
+/// # Panics
+/// As [`encode`]: a topic over 65,535 bytes or a packet over [`REMAINING_LENGTH_MAX`].
+pub fn encode_publish(
+    out: &mut BytesMut,
+    version: Version,
+    header: PublishHeader,
+    topic: &[u8],
+    properties: &PublishProperties,
+    payload: &[u8],
+) {
+    let v5 = version == Version::V5_0;
+    let PublishHeader { dup, qos, retain, packet_id } = header;
+    let mut counter = Counter(0);
+    write_publish(&mut counter, v5, topic, qos, packet_id, properties, &[]);
+    let remaining = counter.0 + payload.len();
+    assert!(remaining <= REMAINING_LENGTH_MAX as usize, "packet body of {remaining} bytes");
+    out.reserve(FIXED_HEADER_BYTES_MAX + remaining);
+    out.put_u8(3 << 4 | u8::from(dup) << 3 | (qos as u8) << 1 | u8::from(retain));
+    put_varint(out, remaining as u32);
+    write_publish(out, v5, topic, qos, packet_id, properties, payload);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Fixed header
 
@@ -990,18 +1029,8 @@ fn write_body<S: Sink>(packet: &Packet, version: Version, s: &mut S) {
                 put_properties(s, &connack.properties);
             }
         }
-        Packet::Publish(publish) => {
-            put_string(s, &publish.topic);
-            if publish.qos == QoS::AtMostOnce {
-                debug_assert_eq!(publish.packet_id, 0, "QoS 0 PUBLISH has no packet id");
-            } else {
-                debug_assert_ne!(publish.packet_id, 0, "[MQTT-2.2.1-3]");
-                put_u16(s, publish.packet_id);
-            }
-            if v5 {
-                put_properties(s, &publish.properties);
-            }
-            s.put(&publish.payload);
+        Packet::Publish(p) => {
+            write_publish(s, v5, &p.topic, p.qos, p.packet_id, &p.properties, &p.payload)
         }
         Packet::PubAck(ack) | Packet::PubRec(ack) | Packet::PubRel(ack) | Packet::PubComp(ack) => {
             put_u16(s, ack.packet_id);
@@ -1156,6 +1185,28 @@ fn put_binary<S: Sink>(s: &mut S, bytes: &[u8]) {
 fn put_string<S: Sink>(s: &mut S, text: &[u8]) {
     debug_assert!(std::str::from_utf8(text).is_ok(), "[MQTT-1.5.4-1]");
     put_binary(s, text);
+}
+
+fn write_publish<S: Sink>(
+    s: &mut S,
+    v5: bool,
+    topic: &[u8],
+    qos: QoS,
+    packet_id: u16,
+    properties: &PublishProperties,
+    payload: &[u8],
+) {
+    put_string(s, topic);
+    if qos == QoS::AtMostOnce {
+        debug_assert_eq!(packet_id, 0, "QoS 0 PUBLISH has no packet id");
+    } else {
+        debug_assert_ne!(packet_id, 0, "[MQTT-2.2.1-3]");
+        put_u16(s, packet_id);
+    }
+    if v5 {
+        put_properties(s, properties);
+    }
+    s.put(payload);
 }
 
 /// A property set that writes its properties, in identifier order.
