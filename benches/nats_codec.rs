@@ -4,13 +4,15 @@
 //! `BENCH_QUICK=1` does one short run (CI smoke). Numbers go to tuning/results/ by hand with
 //! the commit and CPU; on this 2-core VM they are noisy, so compare within one run only.
 
+mod common;
+
 use bytes::BytesMut;
+use common::report;
 use isthmus::message::Message;
 use isthmus::protocol::nats::codec::{self, ClientOp, Limits};
 use isthmus::router::local::{LocalRouter, Subscription};
 use isthmus::router::trie::Trie;
 use std::hint::black_box;
-use std::time::Instant;
 
 const LIMITS: Limits = Limits { max_payload: 1 << 20, max_control_line: 4096 };
 
@@ -99,23 +101,4 @@ fn pub_stream(count: usize, payload: usize) -> Vec<u8> {
         codec::encode_client_op(&op, &mut out);
     }
     out.to_vec()
-}
-
-/// Runs `f` (which does `ops` operations) `runs` times and prints the median ns per op.
-fn report(name: &str, runs: usize, ops: usize, mut f: impl FnMut()) {
-    f();
-    let mut samples: Vec<f64> = (0..runs)
-        .map(|_| {
-            let start = Instant::now();
-            f();
-            start.elapsed().as_nanos() as f64 / ops as f64
-        })
-        .collect();
-    samples.sort_by(f64::total_cmp);
-    let median = samples[samples.len() / 2];
-    println!(
-        "{{\"bench\":\"{name}\",\"ns_per_op\":{median:.1},\"min\":{:.1},\"max\":{:.1},\"runs\":{runs}}}",
-        samples[0],
-        samples[samples.len() - 1]
-    );
 }
