@@ -79,6 +79,24 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 const PAYLOAD: &[u8; 16] = b"0123456789abcdef";
+
+/// Runs `f` with counting on (if `trace`); returns (allocations, bytes, by Isthmus code) made
+/// meanwhile.
+fn counted(trace: bool, f: impl FnOnce()) -> (u64, u64, u64) {
+    let (count0, bytes0, ours0) = (
+        ALLOCATIONS.load(Ordering::Relaxed),
+        ALLOCATED_BYTES.load(Ordering::Relaxed),
+        OURS.load(Ordering::Relaxed),
+    );
+    TRACING.store(trace, Ordering::Relaxed);
+    f();
+    TRACING.store(false, Ordering::Relaxed);
+    (
+        ALLOCATIONS.load(Ordering::Relaxed) - count0,
+        ALLOCATED_BYTES.load(Ordering::Relaxed) - bytes0,
+        OURS.load(Ordering::Relaxed) - ours0,
+    )
+}
 const BATCH: usize = 500;
 
 fn connect(addr: SocketAddr) -> (TcpStream, u64) {
@@ -128,22 +146,12 @@ fn pump(
     }
     let delivered = b"MSG alloc.test 1 16\r\n".len() + PAYLOAD.len() + 2;
     let mut sink = vec![0u8; 256 * 1024];
-    let (count0, bytes0, ours0) = (
-        ALLOCATIONS.load(Ordering::Relaxed),
-        ALLOCATED_BYTES.load(Ordering::Relaxed),
-        OURS.load(Ordering::Relaxed),
-    );
-    TRACING.store(trace, Ordering::Relaxed);
-    for _ in 0..rounds {
-        publisher.write_all(&frame).unwrap();
-        read_exactly(subscriber, delivered * BATCH, &mut sink);
-    }
-    TRACING.store(false, Ordering::Relaxed);
-    (
-        ALLOCATIONS.load(Ordering::Relaxed) - count0,
-        ALLOCATED_BYTES.load(Ordering::Relaxed) - bytes0,
-        OURS.load(Ordering::Relaxed) - ours0,
-    )
+    counted(trace, || {
+        for _ in 0..rounds {
+            publisher.write_all(&frame).unwrap();
+            read_exactly(subscriber, delivered * BATCH, &mut sink);
+        }
+    })
 }
 
 fn measure(shards: usize, publisher_shard: u64, subscriber_shard: u64) -> (u64, u64, u64, usize) {
@@ -242,25 +250,15 @@ fn pump_mqtt(
     }
     let delivered = 2 + 2 + TOPIC.len() + PAYLOAD.len();
     let mut sink = vec![0u8; 256 * 1024];
-    let (count0, bytes0, ours0) = (
-        ALLOCATIONS.load(Ordering::Relaxed),
-        ALLOCATED_BYTES.load(Ordering::Relaxed),
-        OURS.load(Ordering::Relaxed),
-    );
-    TRACING.store(trace, Ordering::Relaxed);
-    for _ in 0..rounds {
-        publisher.write_all(&frame).unwrap();
-        read_exactly(subscriber, delivered * BATCH, &mut sink);
-        if qos > 0 {
-            read_exactly(publisher, 4 * BATCH, &mut sink);
+    counted(trace, || {
+        for _ in 0..rounds {
+            publisher.write_all(&frame).unwrap();
+            read_exactly(subscriber, delivered * BATCH, &mut sink);
+            if qos > 0 {
+                read_exactly(publisher, 4 * BATCH, &mut sink);
+            }
         }
-    }
-    TRACING.store(false, Ordering::Relaxed);
-    (
-        ALLOCATIONS.load(Ordering::Relaxed) - count0,
-        ALLOCATED_BYTES.load(Ordering::Relaxed) - bytes0,
-        OURS.load(Ordering::Relaxed) - ours0,
-    )
+    })
 }
 
 #[test]
@@ -389,14 +387,11 @@ fn steady_state_nats_to_mqtt5_allocates_nothing_per_message() {
         round(&mut publisher, &mut subscriber, &mut sink);
     }
     let rounds = 400;
-    let (count0, ours0) = (ALLOCATIONS.load(Ordering::Relaxed), OURS.load(Ordering::Relaxed));
-    TRACING.store(true, Ordering::Relaxed);
-    for _ in 0..rounds {
-        round(&mut publisher, &mut subscriber, &mut sink);
-    }
-    TRACING.store(false, Ordering::Relaxed);
-    let count = ALLOCATIONS.load(Ordering::Relaxed) - count0;
-    let ours = OURS.load(Ordering::Relaxed) - ours0;
+    let (count, _, ours) = counted(true, || {
+        for _ in 0..rounds {
+            round(&mut publisher, &mut subscriber, &mut sink);
+        }
+    });
     let messages = (rounds * BATCH) as u64;
     eprintln!(
         "nats -> mqtt 5: {messages} msgs: {count} allocations in all, {ours} by isthmus code"

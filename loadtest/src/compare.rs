@@ -291,14 +291,7 @@ fn start(broker: Broker, options: &Options) -> Result<Running, String> {
                 dir.0.join("js").display()
             );
             std::fs::write(&config, text).map_err(|e| e.to_string())?;
-            let child = Command::new(&options.nats_server)
-                .arg("-c")
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .map_err(|e| format!("{}: {e}", options.nats_server.display()))?;
+            let child = spawn_with_config(&options.nats_server, &config)?;
             let running = Running { child, nats: Some(nats), mqtt, _dir: dir };
             wait_listening(&[nats, mqtt])?;
             Ok(running)
@@ -311,19 +304,24 @@ fn start(broker: Broker, options: &Options) -> Result<Running, String> {
                 mqtt.port()
             );
             std::fs::write(&config, text).map_err(|e| e.to_string())?;
-            let child = Command::new(&options.mosquitto)
-                .arg("-c")
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .map_err(|e| format!("{}: {e}", options.mosquitto.display()))?;
+            let child = spawn_with_config(&options.mosquitto, &config)?;
             let running = Running { child, nats: None, mqtt, _dir: dir };
             wait_listening(&[mqtt])?;
             Ok(running)
         }
     }
+}
+
+/// Starts `binary -c config` with no terminal I/O (nats-server and mosquitto take the same flag).
+fn spawn_with_config(binary: &Path, config: &Path) -> Result<Child, String> {
+    Command::new(binary)
+        .arg("-c")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", binary.display()))
 }
 
 fn wait_listening(addrs: &[SocketAddr]) -> Result<(), String> {
