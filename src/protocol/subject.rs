@@ -62,22 +62,6 @@ pub fn has_wildcard(filter: &[u8]) -> bool {
     filter.split(|&b| b == b'.').any(|t| t == b"*" || t == b">")
 }
 
-/// True if the NATS filter `filter` matches the literal subject `subject` (`*` one token, `>`
-/// one or more trailing tokens), as the router's trie decides.
-pub fn filter_matches(filter: &[u8], subject: &[u8]) -> bool {
-    let mut tokens = subject.split(|&b| b == b'.');
-    for pattern in filter.split(|&b| b == b'.') {
-        match (pattern, tokens.next()) {
-            (b">", Some(_)) => return true,
-            (_, None) => return false,
-            (b"*", Some(_)) => {}
-            (literal, Some(token)) if literal == token => {}
-            _ => return false,
-        }
-    }
-    tokens.next().is_none()
-}
-
 /// Longest MQTT topic a UTF-8 string field can carry ([MQTT-1.5.3]).
 pub const MQTT_TOPIC_BYTES_MAX: usize = u16::MAX as usize;
 
@@ -387,28 +371,6 @@ fn check_characters(bytes: &[u8]) -> Result<(), TopicError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn filter_matching() {
-        let cases = [
-            ("a.b", "a.b", true),
-            ("a.*", "a.b", true),
-            ("a.*", "a.b.c", false),
-            ("a.>", "a.b.c", true),
-            ("a.>", "a", false),
-            (">", "a", true),
-            ("*.b", "a.b", true),
-            ("a.b", "a.b.c", false),
-            ("a.b.c", "a.b", false),
-        ];
-        for (filter, subject, want) in cases {
-            assert_eq!(
-                filter_matches(filter.as_bytes(), subject.as_bytes()),
-                want,
-                "{filter} {subject}"
-            );
-        }
-    }
 
     #[test]
     fn filters() {

@@ -64,7 +64,7 @@ pub async fn serve_accepted(shard: Rc<Shard>, mut stream: TcpStream) {
     let version = connect.version;
     if version == Version::V5_0 && connect.properties.authentication_method.is_some() {
         // No enhanced authentication method is offered (yet): 0x8C, as [MQTT-4.12.0-1] asks.
-        refuse(&shard, stream, version, ReasonCode::BAD_AUTHENTICATION_METHOD).await;
+        refuse(&shard, &mut stream, Some((version, ReasonCode::BAD_AUTHENTICATION_METHOD))).await;
         return;
     }
     if let Some(will) = &connect.will {
@@ -73,7 +73,7 @@ pub async fn serve_accepted(shard: Rc<Shard>, mut stream: TcpStream) {
                 Version::V5_0 => ReasonCode::TOPIC_NAME_INVALID,
                 Version::V3_1_1 => ReasonCode::V3_IDENTIFIER_REJECTED,
             };
-            refuse(&shard, stream, version, code).await;
+            refuse(&shard, &mut stream, Some((version, code))).await;
             return;
         }
     }
@@ -81,7 +81,7 @@ pub async fn serve_accepted(shard: Rc<Shard>, mut stream: TcpStream) {
     if connect.client_id.is_empty() {
         if version == Version::V3_1_1 && !connect.clean_start {
             // [MQTT-3.1.3-8]: a zero-byte client id needs clean session 1 in 3.1.1.
-            refuse(&shard, stream, version, ReasonCode::V3_IDENTIFIER_REJECTED).await;
+            refuse(&shard, &mut stream, Some((version, ReasonCode::V3_IDENTIFIER_REJECTED))).await;
             return;
         }
         connect.client_id = Bytes::from(format!("isthmus-{:016x}", fastrand::u64(..)));
@@ -156,7 +156,6 @@ async fn read_connect(shard: &Shard, stream: &mut TcpStream) -> Option<(Box<Conn
             }
             Ok(None) => {}
             Err(error) => {
-                ShardStats::add(&shard.stats.protocol_errors, 1);
                 let level = connect_level(&buf);
                 let reply = match error {
                     DecodeError::UnsupportedProtocolVersion | DecodeError::InvalidProtocolName => {
@@ -167,13 +166,8 @@ async fn read_connect(shard: &Shard, stream: &mut TcpStream) -> Option<(Box<Conn
                     _ if level == Some(5) => Some((Version::V5_0, error.reason_code())),
                     _ => None,
                 };
-                if let Some((version, code)) = reply {
-                    let mut out = BytesMut::new();
-                    codec::encode(&Packet::ConnAck(Box::new(connack(code))), version, &mut out);
-                    let _ = stream.write_all(&out).await;
-                }
-                let _ = stream.close().await;
                 tracing::debug!(%error, "MQTT CONNECT refused");
+                refuse(shard, stream, reply).await;
                 return None;
             }
         }
@@ -204,11 +198,15 @@ fn connack(code: ReasonCode) -> ConnAck {
     ConnAck { session_present: false, reason_code: code, properties: ConnAckProperties::default() }
 }
 
-async fn refuse(shard: &Shard, mut stream: TcpStream, version: Version, code: ReasonCode) {
+/// Refuses a connection before it has a session: counts it, sends the CONNACK with `reply`'s
+/// reason code in `reply`'s version (none if `None`), and closes.
+async fn refuse(shard: &Shard, stream: &mut TcpStream, reply: Option<(Version, ReasonCode)>) {
     ShardStats::add(&shard.stats.protocol_errors, 1);
-    let mut out = BytesMut::new();
-    codec::encode(&Packet::ConnAck(Box::new(connack(code))), version, &mut out);
-    let _ = stream.write_all(&out).await;
+    if let Some((version, code)) = reply {
+        let mut out = BytesMut::new();
+        codec::encode(&Packet::ConnAck(Box::new(connack(code))), version, &mut out);
+        let _ = stream.write_all(&out).await;
+    }
     let _ = stream.close().await;
 }
 
