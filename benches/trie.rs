@@ -1,6 +1,7 @@
 //! Cost of the router's subject trie at IoT scale, as JSON lines: match (literal subjects
 //! against literal and wildcard-heavy subscription sets), insert and remove on a full trie, the
-//! shard's cached match path in front of it, and heap bytes per subscription.
+//! shard's cached match path in front of it, and heap bytes per subscription (trie, local
+//! router, replicated interest map).
 //!
 //! `cargo bench --bench trie` (release profile) runs 10k, 100k and 1M subscriptions; each timed
 //! figure is the median of 7 runs. `BENCH_QUICK=1` runs 1k and 10k once (CI smoke).
@@ -21,6 +22,7 @@ mod common;
 use bytes::Bytes;
 use common::report;
 use isthmus::limits::MATCH_CACHE_ENTRIES_MAX;
+use isthmus::router::interest::InterestMap;
 use isthmus::router::local::{LocalRouter, Subscription};
 use isthmus::router::trie::Trie;
 use std::alloc::{GlobalAlloc, Layout};
@@ -49,6 +51,7 @@ fn main() {
             bench_trie(shape, subscriptions, runs);
         }
         bench_local_router(subscriptions, runs);
+        bench_interest_map(subscriptions);
     }
 }
 
@@ -215,6 +218,24 @@ fn bench_local_router(subscriptions: usize, runs: usize) {
         },
     );
     black_box(&router);
+}
+
+/// Heap of the replicated interest map for the same fleet: every shard holds a copy, so a
+/// subscription costs this once per shard on top of its `LocalRouter` entry.
+fn bench_interest_map(subscriptions: usize) {
+    const SHARDS: usize = 2;
+    let none = Bytes::new();
+    let (map, built) = measure_heap(|| {
+        let mut map = InterestMap::new(SHARDS);
+        let mut filter = String::new();
+        for device in 0..subscriptions {
+            Shape::Literal.filter(device, &mut filter);
+            map.set(device % SHARDS, &Bytes::copy_from_slice(filter.as_bytes()), &none, 1);
+        }
+        map
+    });
+    built.print(&format!("interest_map_build_{SHARDS}_shards_{subscriptions}"), subscriptions);
+    black_box(&map);
 }
 
 /// `MATCH_SUBJECTS` subjects `site.S.device.D.<metric>` of devices picked at random (fixed seed)
