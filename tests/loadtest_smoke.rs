@@ -1,63 +1,119 @@
 //! Every loadtest scenario runs against Isthmus with small counts, so the harness cannot rot.
-//! Speed is not asserted here: the scenarios themselves fail if a message is missing.
+//! Speed is not asserted here: the scenarios themselves fail if a message is lost or
+//! duplicated, a request goes unanswered, a handshake fails or an idle connection is cut.
 
 use isthmus::config::Config;
-use isthmus_loadtest::Throughput;
+use isthmus_loadtest::report::{table, Run};
+use isthmus_loadtest::{Idle, Measurement, Pace, Protocol, Requests, Shape, Storm};
+use std::time::Duration;
 
-fn broker(shards: usize) -> isthmus::serve::Running {
-    let mut config = Config::default();
-    config.server.shards = shards;
-    config.server.pin_cores = false;
-    config.nats.listen = "127.0.0.1:0".parse().unwrap();
-    config.mqtt.listen = "127.0.0.1:0".parse().unwrap();
-    isthmus::serve::start(config).unwrap()
-}
+const LIMIT: Duration = Duration::from_secs(30);
 
-#[test]
-fn nats_scenarios_deliver_everything() {
-    let running = broker(2);
-    let addr = running.nats_addr().to_string();
-    let limit = std::time::Duration::from_secs(30);
-    isthmus_loadtest::pubsub(&addr, 20_000, 16, 1, 1, limit)
-        .and_then(Throughput::complete)
-        .unwrap();
-    isthmus_loadtest::pubsub(&addr, 5_000, 256, 1, 4, limit)
-        .and_then(Throughput::complete)
-        .unwrap();
-    isthmus_loadtest::pubsub(&addr, 5_000, 16, 4, 1, limit).and_then(Throughput::complete).unwrap();
-    isthmus_loadtest::latency(&addr, 500, 5_000, 16).unwrap();
-    running.stop();
-}
-
-#[test]
-fn mqtt_scenarios_deliver_everything() {
+fn broker() -> isthmus::serve::Running {
     let mut config = Config::default();
     config.server.shards = 2;
     config.server.pin_cores = false;
     config.nats.listen = "127.0.0.1:0".parse().unwrap();
     config.mqtt.listen = "127.0.0.1:0".parse().unwrap();
-    // QoS 1 runs must not lose messages to the per-session queue bound (see mqtt_pubsub).
+    // QoS 1/2 runs must not lose messages to the per-session queue bound (see mqtt_pubsub).
     config.mqtt.max_queued_messages = 1_000_000;
-    let running = isthmus::serve::start(config).unwrap();
+    isthmus::serve::start(config).unwrap()
+}
+
+fn shape(messages: u64, size: usize, publishers: usize, subscribers: usize) -> Shape {
+    Shape { messages, size, publishers, subscribers, limit: LIMIT }
+}
+
+/// Prints the run as the binary would and fails on any loss.
+fn check(result: Result<Measurement, String>) -> Measurement {
+    let measurement = result.and_then(Measurement::complete).unwrap();
+    let run =
+        Run { broker: "isthmus".into(), label: measurement.scenario.into(), round: 1, measurement };
+    print!("{}", table(std::slice::from_ref(&run)));
+    println!("{}", run.json_line());
+    run.measurement
+}
+
+#[test]
+fn nats_scenarios_deliver_everything() {
+    let running = broker();
+    let addr = running.nats_addr().to_string();
+    check(isthmus_loadtest::nats_pubsub(&addr, &shape(20_000, 16, 1, 1)));
+    check(isthmus_loadtest::nats_pubsub(&addr, &shape(5_000, 256, 1, 4)));
+    check(isthmus_loadtest::nats_pubsub(&addr, &shape(5_000, 16, 4, 1)));
+    check(isthmus_loadtest::nats_pubsub(&addr, &shape(2_000, 4, 1, 1)));
+    check(isthmus_loadtest::nats_queue(&addr, &shape(5_000, 16, 2, 3)));
+    let requests = Requests {
+        requests: 2_000,
+        size: 16,
+        requesters: 2,
+        responders: 2,
+        window: 8,
+        limit: LIMIT,
+    };
+    let measured = check(isthmus_loadtest::request_reply(&addr, &requests));
+    assert!(measured.latency.is_some());
+    let pace = Pace { messages: 500, rate: 5_000, size: 16, limit: LIMIT };
+    check(isthmus_loadtest::nats_latency(&addr, &pace));
+    running.stop();
+}
+
+#[test]
+fn mqtt_scenarios_deliver_everything() {
+    let running = broker();
     let addr = running.mqtt_addr().to_string();
-    let limit = std::time::Duration::from_secs(30);
-    isthmus_loadtest::mqtt_pubsub(&addr, 20_000, 16, 1, 1, 0, limit)
-        .and_then(Throughput::complete)
-        .unwrap();
-    isthmus_loadtest::mqtt_pubsub(&addr, 20_000, 16, 1, 1, 1, limit)
-        .and_then(Throughput::complete)
-        .unwrap();
-    isthmus_loadtest::mqtt_pubsub(&addr, 5_000, 256, 1, 4, 1, limit)
-        .and_then(Throughput::complete)
-        .unwrap();
-    isthmus_loadtest::mqtt_pubsub(&addr, 5_000, 16, 4, 1, 0, limit)
-        .and_then(Throughput::complete)
-        .unwrap();
+    for qos in 0..=2 {
+        check(isthmus_loadtest::mqtt_pubsub(&addr, &shape(5_000, 16, 1, 1), qos, None));
+        check(isthmus_loadtest::mqtt_pubsub(&addr, &shape(1_000, 256, 1, 3), qos, None));
+        check(isthmus_loadtest::mqtt_pubsub(&addr, &shape(1_000, 16, 3, 1), qos, Some(16)));
+        let pace = Pace { messages: 300, rate: 5_000, size: 16, limit: LIMIT };
+        check(isthmus_loadtest::mqtt_latency(&addr, &pace, qos));
+    }
+    running.stop();
+}
+
+#[test]
+fn cross_protocol_scenarios_deliver_everything() {
+    let running = broker();
+    let (nats, mqtt) = (running.nats_addr().to_string(), running.mqtt_addr().to_string());
+    for qos in 0..=1 {
+        check(isthmus_loadtest::mqtt_to_nats(&mqtt, &nats, &shape(3_000, 16, 1, 2), qos, None));
+        check(isthmus_loadtest::nats_to_mqtt(&nats, &mqtt, &shape(3_000, 16, 2, 1), qos));
+    }
+    running.stop();
+}
+
+#[test]
+fn connection_scenarios_hold_every_connection() {
+    let running = broker();
+    let pid = Some(std::process::id());
+    for (protocol, addr) in
+        [(Protocol::Nats, running.nats_addr()), (Protocol::Mqtt, running.mqtt_addr())]
+    {
+        let addr = addr.to_string();
+        for keep in [false, true] {
+            let storm = Storm { protocol, connections: 200, concurrency: 4, keep, limit: LIMIT };
+            check(isthmus_loadtest::storm(&addr, &storm));
+        }
+        // A 1 s keep alive and 2 s of rounds: the harness's PINGREQs must keep them open.
+        let idle = Idle {
+            protocol,
+            connections: 100,
+            rounds: 2,
+            keep_alive_s: 1,
+            sources: 3,
+            pid,
+            settle: Duration::from_millis(1_000),
+        };
+        let measured = check(isthmus_loadtest::idle(&addr, &idle));
+        assert_eq!(measured.memory.map(|m| m.kib_per_connection.len()), Some(2));
+    }
     running.stop();
 }
 
 #[test]
 fn compare_runs_every_scenario_against_isthmus() {
+    let chart = std::env::temp_dir().join(format!("loadtest-smoke-{}.svg", std::process::id()));
     let options = isthmus_loadtest::compare::Options {
         rounds: 1,
         isthmus: env!("CARGO_BIN_EXE_isthmus").into(),
@@ -67,6 +123,10 @@ fn compare_runs_every_scenario_against_isthmus() {
         scale: 0.01,
         only: None,
         out: None,
+        chart: Some(chart.clone()),
     };
     isthmus_loadtest::compare::run(&options).unwrap();
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    let _ = std::fs::remove_file(&chart);
+    assert!(svg.starts_with("<svg") && svg.contains("Latency") && svg.contains("idle"));
 }

@@ -2,15 +2,24 @@
 //! through its `mqtt` block with JetStream) and mosquitto, in interleaved rounds (A B C A B C
 //! ...), so that the noise of a shared machine falls on every broker alike. Prints per-scenario
 //! medians and the ratios Isthmus/peer, and with `--out` writes them, with the commit, CPU,
-//! kernel and exact command, as a Markdown report.
+//! kernel and exact command, as a Markdown report; `--chart` draws every run.
 //!
 //! Every broker listens on loopback ports picked for the run; every scenario is bounded by its
-//! message count and a time limit. QoS 1 runs need the per-session queue to hold what the
-//! subscriber falls behind by, so both MQTT brokers are given a queue of 1,000,000 messages and
-//! an inflight window of 64 (mosquitto `max_queued_messages`/`max_inflight_messages`, Isthmus
-//! `mqtt.max_queued_messages`/`mqtt.max_inflight`).
+//! message count and a time limit. A scenario runs against every broker that speaks its
+//! protocols: mosquitto only the MQTT-only ones (no NATS), nats-server and Isthmus everything
+//! (nats-server 2.9 has no MQTT QoS 2: it grants QoS 1, and that run fails). QoS 1 and 2 runs
+//! need the per-session queue to hold what the subscriber falls behind by, so both MQTT
+//! brokers are given a queue of 1,000,000 messages and an inflight window of 64 (mosquitto
+//! `max_queued_messages`/`max_inflight_messages`, Isthmus
+//! `mqtt.max_queued_messages`/`mqtt.max_inflight`). Idle connections read each broker's RSS
+//! from `/proc/<pid>/status` of the process compare started.
 
-use crate::{latency, mqtt_pubsub, pubsub, Latency, Throughput};
+use crate::connections::{idle, storm, Idle, Protocol, Storm};
+use crate::latency::{mqtt_latency, nats_latency, Pace};
+use crate::pubsub::{mqtt_pubsub, mqtt_to_nats, nats_pubsub, nats_queue, nats_to_mqtt, Shape};
+use crate::report::Run;
+use crate::request::{request_reply, Requests};
+use crate::{median, Measurement};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -37,7 +46,7 @@ pub struct Options {
     /// Isthmus shards (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub shards: usize,
-    /// Multiplies every scenario's message count (e.g. 0.05 for a quick look).
+    /// Multiplies every scenario's message and connection count (e.g. 0.05 for a quick look).
     #[arg(long, default_value_t = 1.0)]
     pub scale: f64,
     /// Only scenarios whose name contains this.
@@ -46,18 +55,71 @@ pub struct Options {
     /// Also write the report as Markdown to this file (e.g. tuning/results/DATE-compare.md).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also draw every run to this file (SVG, or HTML if it ends in .html).
+    #[arg(long)]
+    pub chart: Option<PathBuf>,
 }
 
 /// What a scenario does.
 #[derive(Clone, Copy, Debug)]
 enum Kind {
     Nats { publishers: usize, subscribers: usize, size: usize, messages: u64 },
-    Mqtt { publishers: usize, subscribers: usize, size: usize, messages: u64, qos: u8 },
+    NatsQueue { publishers: usize, subscribers: usize, size: usize, messages: u64 },
+    Request { requesters: usize, responders: usize, size: usize, requests: u64, window: u64 },
+    Mqtt { publishers: usize, subscribers: usize, size: usize, messages: u64, qos: u8, window: u64 },
+    MqttToNats { publishers: usize, subscribers: usize, size: usize, messages: u64, qos: u8 },
+    NatsToMqtt { publishers: usize, subscribers: usize, size: usize, messages: u64, qos: u8 },
     NatsLatency { rate: u64, messages: u64, size: usize },
+    MqttLatency { rate: u64, messages: u64, size: usize, qos: u8 },
+    Storm { protocol: Protocol, connections: u64, concurrency: usize },
+    Idle { protocol: Protocol, connections: u64, rounds: usize },
+}
+
+impl Kind {
+    /// The protocols a broker must speak to run it.
+    fn needs_nats(&self) -> bool {
+        match self {
+            Kind::Mqtt { .. } | Kind::MqttLatency { .. } => false,
+            Kind::Storm { protocol, .. } | Kind::Idle { protocol, .. } => {
+                *protocol == Protocol::Nats
+            }
+            _ => true,
+        }
+    }
+
+    /// What the cell of the summary shows, and which way is better.
+    fn metric(&self) -> Metric {
+        match self {
+            Kind::NatsLatency { .. } | Kind::MqttLatency { .. } => Metric::P99,
+            Kind::Idle { .. } => Metric::Memory,
+            _ => Metric::Rate,
+        }
+    }
+}
+
+/// The headline number of a scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Metric {
+    /// Delivered (replies, connections) per second; higher is better.
+    Rate,
+    /// p99 latency, microseconds; lower is better.
+    P99,
+    /// Steady KiB of broker RSS per idle connection; lower is better.
+    Memory,
+}
+
+impl Metric {
+    fn of(self, measurement: &Measurement) -> Option<f64> {
+        match self {
+            Metric::Rate => measurement.throughput.map(|t| t.per_s),
+            Metric::P99 => measurement.latency.map(|l| l.p99_us as f64),
+            Metric::Memory => measurement.memory.as_ref().map(|m| m.steady_kib()),
+        }
+    }
 }
 
 /// The scenarios `compare` runs, sized so that a 2-core machine finishes a round of all three
-/// brokers in about a minute.
+/// brokers in a few minutes.
 const SCENARIOS: &[(&str, Kind)] = &[
     ("nats 1->1 16B", Kind::Nats { publishers: 1, subscribers: 1, size: 16, messages: 2_000_000 }),
     (
@@ -67,22 +129,103 @@ const SCENARIOS: &[(&str, Kind)] = &[
     ("nats 1->8 16B", Kind::Nats { publishers: 1, subscribers: 8, size: 16, messages: 250_000 }),
     ("nats 8->1 16B", Kind::Nats { publishers: 8, subscribers: 1, size: 16, messages: 250_000 }),
     (
+        "nats queue 1->4 16B",
+        Kind::NatsQueue { publishers: 1, subscribers: 4, size: 16, messages: 1_000_000 },
+    ),
+    (
+        "nats request 4x2 w16",
+        Kind::Request { requesters: 4, responders: 2, size: 16, requests: 50_000, window: 16 },
+    ),
+    (
         "mqtt qos0 1->1 16B",
-        Kind::Mqtt { publishers: 1, subscribers: 1, size: 16, messages: 1_000_000, qos: 0 },
+        Kind::Mqtt {
+            publishers: 1,
+            subscribers: 1,
+            size: 16,
+            messages: 1_000_000,
+            qos: 0,
+            window: 0,
+        },
     ),
     (
         "mqtt qos0 1->1 256B",
-        Kind::Mqtt { publishers: 1, subscribers: 1, size: 256, messages: 500_000, qos: 0 },
+        Kind::Mqtt {
+            publishers: 1,
+            subscribers: 1,
+            size: 256,
+            messages: 500_000,
+            qos: 0,
+            window: 0,
+        },
     ),
     (
         "mqtt qos0 1->8 16B",
-        Kind::Mqtt { publishers: 1, subscribers: 8, size: 16, messages: 100_000, qos: 0 },
+        Kind::Mqtt {
+            publishers: 1,
+            subscribers: 8,
+            size: 16,
+            messages: 100_000,
+            qos: 0,
+            window: 0,
+        },
+    ),
+    (
+        "mqtt qos0 8->1 16B",
+        Kind::Mqtt { publishers: 8, subscribers: 1, size: 16, messages: 50_000, qos: 0, window: 0 },
     ),
     (
         "mqtt qos1 1->1 16B",
-        Kind::Mqtt { publishers: 1, subscribers: 1, size: 16, messages: 200_000, qos: 1 },
+        Kind::Mqtt {
+            publishers: 1,
+            subscribers: 1,
+            size: 16,
+            messages: 200_000,
+            qos: 1,
+            window: 1000,
+        },
+    ),
+    (
+        "mqtt qos2 1->1 16B w64",
+        Kind::Mqtt {
+            publishers: 1,
+            subscribers: 1,
+            size: 16,
+            messages: 100_000,
+            qos: 2,
+            window: 64,
+        },
+    ),
+    (
+        "mqtt->nats qos0 1->1 16B",
+        Kind::MqttToNats { publishers: 1, subscribers: 1, size: 16, messages: 500_000, qos: 0 },
+    ),
+    (
+        "nats->mqtt qos0 1->1 16B",
+        Kind::NatsToMqtt { publishers: 1, subscribers: 1, size: 16, messages: 500_000, qos: 0 },
+    ),
+    (
+        "nats->mqtt qos1 1->1 16B",
+        Kind::NatsToMqtt { publishers: 1, subscribers: 1, size: 16, messages: 100_000, qos: 1 },
     ),
     ("nats latency 20k/s", Kind::NatsLatency { rate: 20_000, messages: 40_000, size: 16 }),
+    (
+        "mqtt latency qos0 20k/s",
+        Kind::MqttLatency { rate: 20_000, messages: 40_000, size: 16, qos: 0 },
+    ),
+    (
+        "mqtt latency qos1 20k/s",
+        Kind::MqttLatency { rate: 20_000, messages: 40_000, size: 16, qos: 1 },
+    ),
+    (
+        "nats storm 2000 c4",
+        Kind::Storm { protocol: Protocol::Nats, connections: 2_000, concurrency: 4 },
+    ),
+    (
+        "mqtt storm 2000 c4",
+        Kind::Storm { protocol: Protocol::Mqtt, connections: 2_000, concurrency: 4 },
+    ),
+    ("idle nats 3x2000", Kind::Idle { protocol: Protocol::Nats, connections: 2_000, rounds: 3 }),
+    ("idle mqtt 3x2000", Kind::Idle { protocol: Protocol::Mqtt, connections: 2_000, rounds: 3 }),
 ];
 
 /// The brokers, in the order each round runs them.
@@ -102,16 +245,16 @@ impl Broker {
         }
     }
 
+    /// Mosquitto speaks no NATS; the others speak both protocols.
     fn runs(self, kind: &Kind) -> bool {
-        !matches!((self, kind), (Broker::Mosquitto, Kind::Nats { .. } | Kind::NatsLatency { .. }))
+        self != Broker::Mosquitto || !kind.needs_nats()
     }
 }
 
 /// One measurement.
 #[derive(Clone, Debug)]
 enum Outcome {
-    Throughput(Throughput),
-    Latency(Latency),
+    Done(Measurement),
     Failed(String),
 }
 
@@ -175,6 +318,7 @@ pub fn run(options: &Options) -> Result<(), String> {
         brokers.push(Broker::Mosquitto);
     }
     let mut results: BTreeMap<(usize, Broker), Vec<Outcome>> = BTreeMap::new();
+    let mut runs = Vec::new();
     for round in 1..=options.rounds {
         for &broker in &brokers {
             if !scenarios.iter().any(|(_, kind)| broker.runs(kind)) {
@@ -187,10 +331,24 @@ pub fn run(options: &Options) -> Result<(), String> {
                     continue;
                 }
                 eprintln!("-- {name}");
-                let outcome = measure(&running, kind);
-                if let Outcome::Failed(error) = &outcome {
-                    eprintln!("   failed: {error}");
-                }
+                let outcome = match measure(&running, kind) {
+                    Ok(measurement) => {
+                        let run = Run {
+                            broker: broker.name().into(),
+                            label: (*name).into(),
+                            round,
+                            measurement,
+                        };
+                        println!("{}", run.json_line());
+                        let outcome = Outcome::Done(run.measurement.clone());
+                        runs.push(run);
+                        outcome
+                    }
+                    Err(error) => {
+                        eprintln!("   failed: {error}");
+                        Outcome::Failed(error)
+                    }
+                };
                 results.entry((index, broker)).or_default().push(outcome);
             }
         }
@@ -200,6 +358,10 @@ pub fn run(options: &Options) -> Result<(), String> {
     if let Some(path) = &options.out {
         std::fs::write(path, &report).map_err(|e| format!("{}: {e}", path.display()))?;
         eprintln!("report written to {}", path.display());
+    }
+    if let Some(path) = &options.chart {
+        crate::chart::write(path, "isthmus-loadtest compare", &runs)?;
+        eprintln!("chart written to {}", path.display());
     }
     // A peer that cannot run a scenario is reported; Isthmus failing one is an error.
     let ours_failed = results
@@ -216,36 +378,97 @@ pub fn run(options: &Options) -> Result<(), String> {
 
 fn scale(kind: Kind, by: f64) -> Kind {
     let scaled = |n: u64| ((n as f64 * by) as u64).max(1_000);
+    let connections = |n: u64| ((n as f64 * by) as u64).max(100);
     match kind {
         Kind::Nats { publishers, subscribers, size, messages } => {
             Kind::Nats { publishers, subscribers, size, messages: scaled(messages) }
         }
-        Kind::Mqtt { publishers, subscribers, size, messages, qos } => {
-            Kind::Mqtt { publishers, subscribers, size, messages: scaled(messages), qos }
+        Kind::NatsQueue { publishers, subscribers, size, messages } => {
+            Kind::NatsQueue { publishers, subscribers, size, messages: scaled(messages) }
+        }
+        Kind::Request { requesters, responders, size, requests, window } => {
+            Kind::Request { requesters, responders, size, requests: scaled(requests), window }
+        }
+        Kind::Mqtt { publishers, subscribers, size, messages, qos, window } => {
+            Kind::Mqtt { publishers, subscribers, size, messages: scaled(messages), qos, window }
+        }
+        Kind::MqttToNats { publishers, subscribers, size, messages, qos } => {
+            Kind::MqttToNats { publishers, subscribers, size, messages: scaled(messages), qos }
+        }
+        Kind::NatsToMqtt { publishers, subscribers, size, messages, qos } => {
+            Kind::NatsToMqtt { publishers, subscribers, size, messages: scaled(messages), qos }
         }
         Kind::NatsLatency { rate, messages, size } => {
             Kind::NatsLatency { rate, messages: scaled(messages), size }
         }
+        Kind::MqttLatency { rate, messages, size, qos } => {
+            Kind::MqttLatency { rate, messages: scaled(messages), size, qos }
+        }
+        Kind::Storm { protocol, connections: n, concurrency } => {
+            Kind::Storm { protocol, connections: connections(n), concurrency }
+        }
+        Kind::Idle { protocol, connections: n, rounds } => {
+            Kind::Idle { protocol, connections: connections(n), rounds }
+        }
     }
 }
 
-fn measure(running: &Running, kind: &Kind) -> Outcome {
+fn measure(running: &Running, kind: &Kind) -> Result<Measurement, String> {
     let limit = Duration::from_secs(60);
     let nats = running.nats.map(|a| a.to_string()).unwrap_or_default();
     let mqtt = running.mqtt.to_string();
-    let result = match *kind {
+    let shape = |publishers, subscribers, size, messages| Shape {
+        messages,
+        size,
+        publishers,
+        subscribers,
+        limit,
+    };
+    match *kind {
         Kind::Nats { publishers, subscribers, size, messages } => {
-            pubsub(&nats, messages, size, publishers, subscribers, limit).map(Outcome::Throughput)
+            nats_pubsub(&nats, &shape(publishers, subscribers, size, messages))
         }
-        Kind::Mqtt { publishers, subscribers, size, messages, qos } => {
-            mqtt_pubsub(&mqtt, messages, size, publishers, subscribers, qos, limit)
-                .map(Outcome::Throughput)
+        Kind::NatsQueue { publishers, subscribers, size, messages } => {
+            nats_queue(&nats, &shape(publishers, subscribers, size, messages))
+        }
+        Kind::Request { requesters, responders, size, requests, window } => {
+            let shape = Requests { requests, size, requesters, responders, window, limit };
+            request_reply(&nats, &shape)
+        }
+        Kind::Mqtt { publishers, subscribers, size, messages, qos, window } => {
+            let window = (window > 0).then_some(window);
+            mqtt_pubsub(&mqtt, &shape(publishers, subscribers, size, messages), qos, window)
+        }
+        Kind::MqttToNats { publishers, subscribers, size, messages, qos } => {
+            mqtt_to_nats(&mqtt, &nats, &shape(publishers, subscribers, size, messages), qos, None)
+        }
+        Kind::NatsToMqtt { publishers, subscribers, size, messages, qos } => {
+            nats_to_mqtt(&nats, &mqtt, &shape(publishers, subscribers, size, messages), qos)
         }
         Kind::NatsLatency { rate, messages, size } => {
-            latency(&nats, messages, rate, size).map(Outcome::Latency)
+            nats_latency(&nats, &Pace { messages, rate, size, limit })
         }
-    };
-    result.unwrap_or_else(Outcome::Failed)
+        Kind::MqttLatency { rate, messages, size, qos } => {
+            mqtt_latency(&mqtt, &Pace { messages, rate, size, limit }, qos)
+        }
+        Kind::Storm { protocol, connections, concurrency } => {
+            let addr = if protocol == Protocol::Nats { &nats } else { &mqtt };
+            storm(addr, &Storm { protocol, connections, concurrency, keep: false, limit })
+        }
+        Kind::Idle { protocol, connections, rounds } => {
+            let addr = if protocol == Protocol::Nats { &nats } else { &mqtt };
+            let shape = Idle {
+                protocol,
+                connections,
+                rounds,
+                keep_alive_s: 60,
+                sources: 4,
+                pid: Some(running.child.id()),
+                settle: Duration::from_secs(1),
+            };
+            idle(addr, &shape)
+        }
+    }
 }
 
 /// A free loopback port (the usual bind-to-0 probe; the broker binds it right after).
@@ -337,39 +560,31 @@ fn wait_listening(addrs: &[SocketAddr]) -> Result<(), String> {
     Ok(())
 }
 
-fn median(mut values: Vec<f64>) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    Some(if values.len() % 2 == 1 { values[mid] } else { (values[mid - 1] + values[mid]) / 2.0 })
-}
-
-/// The median of one (scenario, broker): delivered msgs/s, or p99 us for latency; with the
-/// number of runs that lost messages or failed.
-fn summarize(outcomes: &[Outcome]) -> (Option<f64>, usize, usize) {
+/// The median of one (scenario, broker), with the number of runs that lost or duplicated
+/// messages and of those that failed.
+fn summarize(metric: Metric, outcomes: &[Outcome]) -> (Option<f64>, usize, usize) {
     let mut values = Vec::new();
     let (mut lossy, mut failed) = (0, 0);
     for outcome in outcomes {
         match outcome {
-            Outcome::Throughput(t) => {
-                values.push(t.per_s);
-                lossy += usize::from(t.delivered != t.expected);
+            Outcome::Done(measurement) => {
+                values.extend(metric.of(measurement));
+                lossy += usize::from(measurement.lossy());
             }
-            Outcome::Latency(l) => values.push(l.p99_us as f64),
             Outcome::Failed(_) => failed += 1,
         }
     }
     (median(values), lossy, failed)
 }
 
-fn format_value(value: Option<f64>, latency: bool) -> String {
-    match value {
-        None => "-".into(),
-        Some(v) if latency => format!("{v:.0} us"),
-        Some(v) if v >= 1e6 => format!("{:.2} M/s", v / 1e6),
-        Some(v) => format!("{:.0} k/s", v / 1e3),
+fn format_value(value: Option<f64>, metric: Metric) -> String {
+    match (value, metric) {
+        (None, _) => "-".into(),
+        (Some(v), Metric::P99) => format!("{v:.0} us"),
+        (Some(v), Metric::Memory) => format!("{v:.2} KiB"),
+        (Some(v), Metric::Rate) if v >= 1e6 => format!("{:.2} M/s", v / 1e6),
+        (Some(v), Metric::Rate) if v >= 1e4 => format!("{:.0} k/s", v / 1e3),
+        (Some(v), Metric::Rate) => format!("{:.1} k/s", v / 1e3),
     }
 }
 
@@ -395,8 +610,10 @@ fn report(
     );
     let _ = writeln!(
         out,
-        "- cells: median delivered messages/s (latency: median p99); `(n lossy)`: runs where \
-         messages were dropped (QoS 0 by design); `(n failed)`: runs that did not finish"
+        "- cells: median delivered messages/s (request: replies/s; storm: connections/s; \
+         latency: median p99; idle: broker RSS per connection, steady rounds); `(n lossy)`: \
+         runs where messages were dropped (QoS 0 by design) or duplicated; `(n failed)`: runs \
+         that did not finish"
     );
     let _ = writeln!(out);
     let mut header = String::from("| scenario |");
@@ -411,14 +628,19 @@ fn report(
     }
     let _ = writeln!(out, "{header}\n{rule}");
     for (index, (name, kind)) in scenarios.iter().enumerate() {
-        let latency = matches!(kind, Kind::NatsLatency { .. });
+        let metric = kind.metric();
         let mut row = format!("| {name} |");
         let mut medians = BTreeMap::new();
         for broker in brokers {
+            if !broker.runs(kind) {
+                medians.insert(*broker, None);
+                row.push_str(" n/a |");
+                continue;
+            }
             let outcomes = results.get(&(index, *broker)).map(Vec::as_slice).unwrap_or(&[]);
-            let (value, lossy, failed) = summarize(outcomes);
+            let (value, lossy, failed) = summarize(metric, outcomes);
             medians.insert(*broker, value);
-            let mut cell = format_value(value, latency);
+            let mut cell = format_value(value, metric);
             if lossy > 0 {
                 cell.push_str(&format!(" ({lossy} lossy)"));
             }
@@ -429,11 +651,11 @@ fn report(
         }
         for broker in brokers.iter().filter(|b| **b != Broker::Isthmus) {
             let ratio = match (medians[&Broker::Isthmus], medians[broker]) {
-                // Latency: how many times lower Isthmus's p99 is.
-                (Some(ours), Some(theirs)) if latency && ours > 0.0 => {
+                // Latency and memory: how many times lower Isthmus's number is.
+                (Some(ours), Some(theirs)) if metric != Metric::Rate && ours > 0.0 => {
                     format!("{:.2}x", theirs / ours)
                 }
-                (Some(ours), Some(theirs)) if !latency && theirs > 0.0 => {
+                (Some(ours), Some(theirs)) if metric == Metric::Rate && theirs > 0.0 => {
                     format!("{:.2}x", ours / theirs)
                 }
                 _ => "-".into(),
@@ -443,28 +665,48 @@ fn report(
         let _ = writeln!(out, "{row}");
     }
     let _ = writeln!(out);
-    let _ = writeln!(out, "Latency ratios are peer p99 / Isthmus p99 (above 1: Isthmus is lower).");
+    let _ = writeln!(
+        out,
+        "Latency and memory ratios are peer / Isthmus (above 1: Isthmus is lower). n/a: the \
+         broker does not speak a protocol of the scenario."
+    );
     let _ = writeln!(out, "\n## Every run\n");
     for ((index, broker), outcomes) in results {
-        let runs: Vec<String> = outcomes
-            .iter()
-            .map(|o| match o {
-                Outcome::Throughput(t) if t.delivered == t.expected => format!("{:.0}", t.per_s),
-                Outcome::Throughput(t) => {
-                    format!("{:.0} ({} of {})", t.per_s, t.delivered, t.expected)
-                }
-                Outcome::Latency(l) => {
-                    format!(
-                        "p50 {} / p99 {} / p99.9 {} / max {} us",
-                        l.p50_us, l.p99_us, l.p999_us, l.max_us
-                    )
-                }
-                Outcome::Failed(e) => format!("failed: {e}"),
-            })
-            .collect();
+        let runs: Vec<String> = outcomes.iter().map(describe).collect();
         let _ = writeln!(out, "- {} / {}: {}", scenarios[*index].0, broker.name(), runs.join("; "));
     }
     out
+}
+
+/// One run in a few words: rate (and losses), latency percentiles, memory per round.
+fn describe(outcome: &Outcome) -> String {
+    let m = match outcome {
+        Outcome::Done(m) => m,
+        Outcome::Failed(e) => return format!("failed: {e}"),
+    };
+    let mut parts = Vec::new();
+    if let Some(t) = &m.throughput {
+        let mut part = format!("{:.0} {}", t.per_s, t.unit);
+        if t.delivered != t.expected {
+            part.push_str(&format!(" ({} of {})", t.delivered, t.expected));
+        }
+        if t.duplicates > 0 {
+            part.push_str(&format!(" ({} duplicates)", t.duplicates));
+        }
+        parts.push(part);
+    }
+    if let Some(l) = &m.latency {
+        parts.push(format!(
+            "p50 {} / p99 {} / p99.9 {} / max {} us",
+            l.p50_us, l.p99_us, l.p999_us, l.max_us
+        ));
+    }
+    if let Some(memory) = &m.memory {
+        let rounds: Vec<String> =
+            memory.kib_per_connection.iter().map(|k| format!("{k:.2}")).collect();
+        parts.push(format!("KiB/connection by round {}", rounds.join(", ")));
+    }
+    parts.join(", ")
 }
 
 fn git_commit() -> String {
