@@ -10,8 +10,10 @@
 //!   the cross-shard mesh (`shard::mesh`).
 //! - [`serve`]: starting executors, readiness, shutdown.
 //! - [`stats`]: lock-free per-shard counters.
+//! - [`doctor`]: the host settings `isthmus doctor` checks against tuning/README.md.
 
 pub mod config;
+pub mod doctor;
 pub mod limits;
 pub mod message;
 pub mod protocol;

@@ -35,6 +35,21 @@ enum Command {
         #[arg(long, default_value = "info")]
         log: String,
     },
+    /// Check this host's settings against tuning/README.md (advice: exits 0 unless --strict).
+    Doctor {
+        /// TOML configuration file, for the shard count, pinning and io memory.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Number of shards (overrides server.shards); 0 = one per core.
+        #[arg(long)]
+        shards: Option<usize>,
+        /// Concurrent client connections to size descriptor and conntrack limits for.
+        #[arg(long, default_value_t = 100_000)]
+        connections: u64,
+        /// Exit with status 1 when any row warns.
+        #[arg(long)]
+        strict: bool,
+    },
     /// Print configuration.
     Config {
         /// Print the default configuration file with every key explained.
@@ -54,6 +69,12 @@ fn main() {
                 .init();
             load(config, nats_listen, mqtt_listen, shards).and_then(isthmus::serve::run)
         }
+        Command::Doctor { config, shards, connections, strict } => load(config, None, None, shards)
+            .map(|config| {
+                if isthmus::doctor::run(&config, connections) && strict {
+                    std::process::exit(1);
+                }
+            }),
         Command::Config { default: _ } => {
             print!("{DEFAULT_TOML}");
             Ok(())

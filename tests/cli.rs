@@ -1,5 +1,5 @@
 //! The `isthmus` command as a user meets it: the default config, startup errors, the ready
-//! line, and a clean exit on SIGTERM.
+//! line, a clean exit on SIGTERM, and `isthmus doctor`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -111,4 +111,87 @@ fn mqtt_listen_from_the_config_file() {
     let mqtt = mqtt.unwrap_or_else(|| panic!("no mqtt= in {line:?}"));
     assert!(mqtt.starts_with("127.0.0.1:") && !mqtt.ends_with(":0"), "{line:?}");
     assert!(connected.unwrap().is_ok(), "cannot connect to {mqtt}");
+}
+
+#[test]
+fn doctor_prints_this_hosts_values_and_exits_zero() {
+    let output = isthmus().args(["doctor", "--shards", "3"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "a WARN is advice, not a failure");
+    let text = String::from_utf8(output.stdout).unwrap();
+    let rows = doctor_rows(&text);
+    let shell = |command: &str| {
+        let out = Command::new("sh").args(["-c", command]).output().unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let proc_value = |path: &str| std::fs::read_to_string(path).unwrap().trim().to_string();
+    // The child inherits this test's limits, as does the shell.
+    assert_eq!(rows["RLIMIT_NOFILE (soft)"][2], shell("ulimit -n"), "{text}");
+    assert_eq!(rows["RLIMIT_NOFILE (hard)"][2], shell("ulimit -Hn"), "{text}");
+    assert_eq!(rows["kernel"][2], proc_value("/proc/sys/kernel/osrelease"), "{text}");
+    assert_eq!(rows["fs.file-max"][2], proc_value("/proc/sys/fs/file-max"), "{text}");
+    assert_eq!(rows["fs.nr_open"][2], proc_value("/proc/sys/fs/nr_open"), "{text}");
+    assert!(rows["CPUs vs shards"][2].ends_with(", 3 shards"), "{text}");
+    // 3 shards x 3 rings x the default 128 KiB io_memory_bytes.
+    assert!(rows["RLIMIT_MEMLOCK"][3].starts_with(">= 1179648 "), "{text}");
+    for setting in [
+        "kernel.io_uring_disabled",
+        "net.core.somaxconn",
+        "net.ipv4.tcp_max_syn_backlog",
+        "net.ipv4.ip_local_port_range",
+        "net.ipv4.tcp_tw_reuse",
+        "net.ipv4.tcp_fin_timeout",
+        "net.core.rmem_max",
+        "net.ipv4.tcp_wmem",
+        "net.core.netdev_max_backlog",
+        "net.netfilter.nf_conntrack_max",
+        "transparent_hugepage/enabled",
+        "vm.swappiness",
+        "server.pin_cores",
+        "cpufreq governor",
+        "clocksource",
+        "irqbalance",
+    ] {
+        assert!(rows.contains_key(setting), "no {setting} row in {text}");
+    }
+    assert!(rows.keys().any(|k| k.starts_with("NIC ")), "no NIC row in {text}");
+    for (setting, columns) in &rows {
+        assert!(["OK", "WARN", "-"].contains(&columns[0].as_str()), "{setting}: {columns:?}");
+    }
+}
+
+#[test]
+fn doctor_reads_the_config_and_strict_fails_on_warnings() {
+    let path = std::env::temp_dir().join(format!("isthmus-doctor-{}.toml", std::process::id()));
+    std::fs::write(&path, "[server]\nshards = 2\nio_memory_bytes = 1048576\n").unwrap();
+    let output = isthmus().args(["doctor", "--strict", "--config"]).arg(&path).output().unwrap();
+    let _ = std::fs::remove_file(&path);
+    let text = String::from_utf8(output.stdout).unwrap();
+    let rows = doctor_rows(&text);
+    assert!(rows["RLIMIT_MEMLOCK"][3].starts_with(">= 6291456 "), "{text}");
+    let warned = rows.values().any(|columns| columns[0] == "WARN");
+    assert_eq!(output.status.code(), Some(i32::from(warned)), "{text}");
+
+    let missing = std::env::temp_dir().join("isthmus-doctor-no-such-file.toml");
+    let output = isthmus().args(["doctor", "--config"]).arg(&missing).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read config file"));
+}
+
+/// `isthmus doctor` rows by setting: [status, setting, current, recommended]. Columns are
+/// separated by at least two spaces; hint lines are indented and skipped.
+fn doctor_rows(text: &str) -> std::collections::HashMap<String, Vec<String>> {
+    text.lines()
+        .skip(2)
+        .filter(|line| !line.starts_with(' '))
+        .map(|line| {
+            let columns: Vec<String> = line
+                .split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(String::from)
+                .collect();
+            assert_eq!(columns.len(), 4, "{line:?}");
+            (columns[1].clone(), columns)
+        })
+        .collect()
 }
