@@ -43,7 +43,7 @@ pub fn svg(title: &str, runs: &[Run]) -> String {
     )
 }
 
-const WIDTH: f64 = 980.0;
+const WIDTH: f64 = 1040.0;
 const MARGIN: f64 = 16.0;
 /// Where bars start: labels go left of it.
 const BARS_X: f64 = 300.0;
@@ -130,7 +130,15 @@ fn throughput(out: &mut String, mut y: f64, runs: &[Run], brokers: &[&str]) -> f
 }
 
 fn latency(out: &mut String, mut y: f64, runs: &[Run]) -> f64 {
-    let timed: Vec<&Run> = runs.iter().filter(|r| r.measurement.latency.is_some()).collect();
+    let mut timed: Vec<&Run> = runs.iter().filter(|r| r.measurement.latency.is_some()).collect();
+    // Grouped by scenario, then broker, then round, so the brokers of one scenario are adjacent.
+    let labels = distinct(runs.iter().map(|r| r.label.as_str()));
+    let brokers = distinct(runs.iter().map(|r| r.broker.as_str()));
+    let rank = |r: &Run| {
+        let label = labels.iter().position(|l| *l == r.label);
+        (label, brokers.iter().position(|b| *b == r.broker), r.round)
+    };
+    timed.sort_by_key(|r| rank(r));
     if timed.is_empty() {
         return y;
     }

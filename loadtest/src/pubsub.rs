@@ -338,6 +338,7 @@ pub(crate) fn receive(
     let mut out = Vec::with_capacity(64 * 1024);
     let mut pending = 0usize;
     let mut heard = Instant::now();
+    let mut parser = nats::Parser::default();
     while goal.load(Ordering::Acquire) < target {
         let n = match stream.read(&mut buf[pending..]) {
             Ok(0) => break,
@@ -358,7 +359,7 @@ pub(crate) fn receive(
         out.clear();
         match protocol {
             End::Nats => {
-                while let Some((frame, used)) = nats::parse(&buf[at..end])? {
+                while let Some((frame, used)) = parser.next(&buf[at..end])? {
                     match frame {
                         Frame::Msg { payload, .. } => new += u64::from(deliver(payload)),
                         Frame::Ping => out.extend_from_slice(b"PONG\r\n"),
