@@ -376,7 +376,8 @@ pub fn run(options: &Options) -> Result<(), String> {
 
 fn scale(kind: Kind, by: f64) -> Kind {
     let scaled = |n: u64| ((n as f64 * by) as u64).max(1_000);
-    let connections = |n: u64| ((n as f64 * by) as u64).max(100);
+    // Below a few hundred, a broker's RSS growth per connection is mostly page-size noise.
+    let connections = |n: u64| ((n as f64 * by) as u64).max(500);
     match kind {
         Kind::Nats { publishers, subscribers, size, messages } => {
             Kind::Nats { publishers, subscribers, size, messages: scaled(messages) }

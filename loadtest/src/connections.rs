@@ -162,7 +162,7 @@ pub fn idle(addr: &str, shape: &Idle) -> Result<Measurement, String> {
     let run = run_id();
     let total = connections * rounds as u64;
     let progress = Progress::new("idle-connections", total, "conns");
-    let rss_before = pid.map(rss_kib).transpose()?;
+    let rss_before = pid.map(steady_rss_kib).transpose()?;
     let mut held = Held::new(protocol, keep_alive_s);
     let mut per_round = Vec::new();
     let mut last_rss = rss_before;
@@ -252,6 +252,22 @@ pub fn rss_kib(pid: u32) -> Result<u64, String> {
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
         .ok_or_else(|| format!("{path}: no VmRSS"))
+}
+
+/// The broker's RSS once it has stopped moving (within 128 KiB over 250 ms, for at most 5 s):
+/// connections closed just before, by an earlier run, are given back to the kernel a while
+/// later, and that would show as negative growth per connection.
+fn steady_rss_kib(pid: u32) -> Result<u64, String> {
+    let mut last = rss_kib(pid)?;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = rss_kib(pid)?;
+        if now.abs_diff(last) <= 128 {
+            return Ok(now);
+        }
+        last = now;
+    }
+    Ok(last)
 }
 
 /// Idle connections opened before their handshakes are read: the broker's accept queue
