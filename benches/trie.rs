@@ -23,7 +23,7 @@ use bytes::Bytes;
 use common::report;
 use isthmus::limits::MATCH_CACHE_ENTRIES_MAX;
 use isthmus::router::interest::InterestMap;
-use isthmus::router::local::{LocalRouter, Subscription};
+use isthmus::router::local::{LocalMatch, LocalRouter, Subscription};
 use isthmus::router::trie::Trie;
 use std::alloc::{GlobalAlloc, Layout};
 use std::fmt::Write as _;
@@ -217,7 +217,38 @@ fn bench_local_router(subscriptions: usize, runs: usize) {
             }
         },
     );
-    black_box(&router);
+    drop(router);
+
+    // The same misses without the cache: what `LocalRouter::matches` computes on a miss (trie
+    // walk, each match's queue read from its subscription, the result built), so the
+    // difference to the line above is what the cache adds when it cannot hold the working set.
+    let mut trie: Trie<u32> = Trie::default();
+    let mut queues: Vec<Bytes> = Vec::with_capacity(subscriptions);
+    let mut filter = String::new();
+    for device in 0..subscriptions {
+        Shape::Literal.filter(device, &mut filter);
+        trie.values_mut(filter.as_bytes()).push(device as u32);
+        queues.push(Bytes::new());
+    }
+    report(
+        &format!("local_match_uncached_working_set_{working_set}_{subscriptions}"),
+        runs,
+        wide.len(),
+        || {
+            for subject in &wide {
+                let mut found = LocalMatch::default();
+                trie.for_each_match(subject.as_bytes(), |id| {
+                    let queue = &queues[*id as usize];
+                    if queue.is_empty() {
+                        found.plain.push(*id);
+                    } else {
+                        found.queues.push((queue.clone(), vec![*id]));
+                    }
+                });
+                black_box(std::rc::Rc::new(found));
+            }
+        },
+    );
 }
 
 /// Heap of the replicated interest map for the same fleet: every shard holds a copy, so a
