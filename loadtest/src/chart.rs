@@ -279,6 +279,7 @@ mod tests {
             }),
             latency: Some(Latency { p50_us: 30, p99_us: 90, p999_us: 400, max_us: 2000 }),
             memory: None,
+            extra: Default::default(),
         };
         let run = Run { broker: "a&b".into(), label: "nats 1->1".into(), round: 1, measurement };
         let svg = svg("t", &[run]);

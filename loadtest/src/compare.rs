@@ -123,8 +123,8 @@ impl Metric {
 /// windows, rates); the counts, scaled, are in each run's `json:` line. Storms open 2,000
 /// connections and idle runs 3 rounds of 2,000 at scale 1.
 const SCENARIOS: &[(&str, Kind)] = &[
-    // First, while the broker is fresh: after the load scenarios its allocator gives memory
-    // back for a while, which shows as negative growth per connection.
+    // Each on a broker started for it: a broker gives the memory of connections closed by an
+    // earlier run back seconds later, which would show as negative growth per connection.
     ("idle nats 3 rounds", Kind::Idle { protocol: Protocol::Nats, connections: 2_000, rounds: 3 }),
     ("idle mqtt 3 rounds", Kind::Idle { protocol: Protocol::Mqtt, connections: 2_000, rounds: 3 }),
     ("nats 1->1 16B", Kind::Nats { publishers: 1, subscribers: 1, size: 16, messages: 2_000_000 }),
@@ -285,8 +285,11 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(name: &str) -> Result<TempDir, String> {
+        // Unique per broker started: two of one kind can run at once (see Metric::Memory).
+        static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path =
-            std::env::temp_dir().join(format!("isthmus-compare-{}-{name}", std::process::id()));
+            std::env::temp_dir().join(format!("isthmus-compare-{}-{n}-{name}", std::process::id()));
         std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(TempDir(path))
     }
@@ -329,7 +332,12 @@ pub fn run(options: &Options) -> Result<(), String> {
                     continue;
                 }
                 eprintln!("-- {name}");
-                let outcome = match measure(&running, kind) {
+                let measured = if kind.metric() == Metric::Memory {
+                    start(broker, options).and_then(|fresh| measure(&fresh, kind))
+                } else {
+                    measure(&running, kind)
+                };
+                let outcome = match measured {
                     Ok(measurement) => {
                         let run = Run {
                             broker: broker.name().into(),
@@ -559,21 +567,33 @@ fn wait_listening(addrs: &[SocketAddr]) -> Result<(), String> {
     Ok(())
 }
 
-/// The median of one (scenario, broker), with the number of runs that lost or duplicated
-/// messages and of those that failed.
-fn summarize(metric: Metric, outcomes: &[Outcome]) -> (Option<f64>, usize, usize) {
+/// The median of one (scenario, broker), with the notes its cell needs: runs that lost or
+/// duplicated messages, runs that failed, and the QoS the broker delivered at if lower than
+/// the subscription's.
+fn summarize(metric: Metric, outcomes: &[Outcome]) -> (Option<f64>, String) {
     let mut values = Vec::new();
-    let (mut lossy, mut failed) = (0, 0);
+    let (mut lossy, mut failed, mut downgraded) = (0, 0, None);
     for outcome in outcomes {
         match outcome {
             Outcome::Done(measurement) => {
                 values.extend(metric.of(measurement));
                 lossy += usize::from(measurement.lossy());
+                downgraded = downgraded.or(measurement.downgraded_qos());
             }
             Outcome::Failed(_) => failed += 1,
         }
     }
-    (median(values), lossy, failed)
+    let mut notes = String::new();
+    if let Some(qos) = downgraded {
+        notes.push_str(&format!(" (delivered at QoS {qos})"));
+    }
+    if lossy > 0 {
+        notes.push_str(&format!(" ({lossy} lossy)"));
+    }
+    if failed > 0 {
+        notes.push_str(&format!(" ({failed} failed)"));
+    }
+    (median(values), notes)
 }
 
 fn format_value(value: Option<f64>, metric: Metric) -> String {
@@ -612,7 +632,8 @@ fn report(
         "- cells: median delivered messages/s (request: replies/s; storm: connections/s; \
          latency: median p99; idle: broker RSS per connection, steady rounds); `(n lossy)`: \
          runs where messages were dropped (QoS 0 by design) or duplicated; `(n failed)`: runs \
-         that did not finish"
+         that did not finish; `(delivered at QoS n)`: the broker delivered below the \
+         subscription's QoS"
     );
     let _ = writeln!(out);
     let mut header = String::from("| scenario |");
@@ -637,16 +658,9 @@ fn report(
                 continue;
             }
             let outcomes = results.get(&(index, *broker)).map(Vec::as_slice).unwrap_or(&[]);
-            let (value, lossy, failed) = summarize(metric, outcomes);
+            let (value, notes) = summarize(metric, outcomes);
             medians.insert(*broker, value);
-            let mut cell = format_value(value, metric);
-            if lossy > 0 {
-                cell.push_str(&format!(" ({lossy} lossy)"));
-            }
-            if failed > 0 {
-                cell.push_str(&format!(" ({failed} failed)"));
-            }
-            row.push_str(&format!(" {cell} |"));
+            row.push_str(&format!(" {}{notes} |", format_value(value, metric)));
         }
         for broker in brokers.iter().filter(|b| **b != Broker::Isthmus) {
             let ratio = match (medians[&Broker::Isthmus], medians[broker]) {
@@ -691,6 +705,9 @@ fn describe(outcome: &Outcome) -> String {
         }
         if t.duplicates > 0 {
             part.push_str(&format!(" ({} duplicates)", t.duplicates));
+        }
+        if let Some(qos) = m.downgraded_qos() {
+            part.push_str(&format!(" (delivered at QoS {qos})"));
         }
         parts.push(part);
     }

@@ -58,20 +58,28 @@ fn paced(scenario: &'static str, end: Endpoint, pace: &Pace) -> Result<Measureme
     let reader = {
         let (watch, progress) = (Arc::clone(&watch), Arc::clone(&progress));
         let protocol = end.protocol;
-        std::thread::spawn(move || -> Result<(Histogram<u64>, u64), String> {
+        std::thread::spawn(move || -> Result<(Histogram<u64>, u64, u8), String> {
             let mut histogram =
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
             let mut count = 0u64;
             let goal = AtomicU64::new(0);
-            pubsub::receive(&mut subscriber, protocol, &goal, messages, &watch, &progress, |p| {
-                let Some(sent) = p.get(..8) else { return false };
-                let sent_ns = u64::from_le_bytes(sent.try_into().expect("8 bytes"));
-                let now_ns = origin.elapsed().as_nanos() as u64;
-                histogram.saturating_record((now_ns.saturating_sub(sent_ns) / 1000).max(1));
-                count += 1;
-                true
-            })?;
-            Ok((histogram, count))
+            let received = pubsub::receive(
+                &mut subscriber,
+                protocol,
+                &goal,
+                messages,
+                &watch,
+                &progress,
+                |p| {
+                    let Some(sent) = p.get(..8) else { return false };
+                    let sent_ns = u64::from_le_bytes(sent.try_into().expect("8 bytes"));
+                    let now_ns = origin.elapsed().as_nanos() as u64;
+                    histogram.saturating_record((now_ns.saturating_sub(sent_ns) / 1000).max(1));
+                    count += 1;
+                    true
+                },
+            )?;
+            Ok((histogram, count, received.qos_max))
         })
     };
     let sending = send_paced(&end, &run, pace, size, origin);
@@ -79,7 +87,7 @@ fn paced(scenario: &'static str, end: Endpoint, pace: &Pace) -> Result<Measureme
     let received = reader.join().map_err(|_| "subscriber panicked")?;
     drop(progress);
     sending?;
-    let (histogram, delivered) = received?;
+    let (histogram, delivered, qos_max) = received?;
     let elapsed = origin.elapsed().as_secs_f64();
     let mut parameters = Map::new();
     parameters.insert("messages".into(), messages.into());
@@ -101,6 +109,7 @@ fn paced(scenario: &'static str, end: Endpoint, pace: &Pace) -> Result<Measureme
         }),
         latency: Some(Latency::of(&histogram)),
         memory: None,
+        extra: pubsub::delivered_qos(end.protocol, std::iter::once(qos_max)),
     })
 }
 

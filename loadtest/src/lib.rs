@@ -38,6 +38,10 @@ pub struct Measurement {
     pub latency: Option<Latency>,
     /// The broker's memory per connection, for the idle-connection scenario.
     pub memory: Option<Memory>,
+    /// Further results of one scenario, merged into [`Measurement::results`]: e.g.
+    /// `delivered_qos_max`, the highest QoS an MQTT subscriber was delivered at (a broker may
+    /// deliver below the subscription's QoS, as nats-server does for NATS publishes).
+    pub extra: Map<String, Value>,
 }
 
 impl Measurement {
@@ -89,7 +93,16 @@ impl Measurement {
             results.insert("rss_before_kib".into(), m.rss_before_kib.into());
             results.insert("rss_after_kib".into(), m.rss_after_kib.into());
         }
+        results.extend(self.extra.clone());
         Value::Object(results)
+    }
+
+    /// The highest QoS MQTT subscribers were delivered at, when it is below what they asked
+    /// for (`subscribe_qos` or `qos`).
+    pub fn downgraded_qos(&self) -> Option<u64> {
+        let asked = self.parameters.get("subscribe_qos").or(self.parameters.get("qos"))?;
+        let got = self.extra.get("delivered_qos_max")?.as_u64()?;
+        (got < asked.as_u64()?).then_some(got)
     }
 }
 

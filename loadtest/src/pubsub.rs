@@ -12,7 +12,7 @@ use crate::mqtt::{self, Packet, Publisher};
 use crate::nats::{self, Frame};
 use crate::progress::Progress;
 use crate::{io_error, run_id, Measurement, Throughput};
-use serde_json::{json, Map};
+use serde_json::{json, Map, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -150,7 +150,16 @@ struct Seen {
     bits: Vec<u64>,
     unique: u64,
     duplicates: u64,
-    heard: Instant,
+    heard: Received,
+}
+
+/// How a subscriber's loop ended.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Received {
+    /// When the last delivery arrived.
+    pub last: Instant,
+    /// The highest QoS of the MQTT deliveries (0 for NATS).
+    pub qos_max: u8,
 }
 
 fn flow(flow: &Flow) -> Result<Measurement, String> {
@@ -199,7 +208,7 @@ fn flow(flow: &Flow) -> Result<Measurement, String> {
         (delivered, seen.iter().map(|s| s.duplicates).sum::<u64>() + extra)
     };
     // Up to the last delivery, so the quiet wait after a lossy run does not count.
-    let last = seen.iter().map(|s| s.heard.saturating_duration_since(start)).max();
+    let last = seen.iter().map(|s| s.heard.last.saturating_duration_since(start)).max();
     let elapsed = last.unwrap_or_default().max(publish_time).max(Duration::from_micros(1));
     let mut parameters = Map::new();
     parameters.insert("publishers".into(), publishers.into());
@@ -236,7 +245,17 @@ fn flow(flow: &Flow) -> Result<Measurement, String> {
         }),
         latency: None,
         memory: None,
+        extra: delivered_qos(flow.target.protocol, seen.iter().map(|s| s.heard.qos_max)),
     })
+}
+
+/// `delivered_qos_max` for MQTT subscribers.
+pub(crate) fn delivered_qos(target: End, qos: impl Iterator<Item = u8>) -> Map<String, Value> {
+    let mut extra = Map::new();
+    if let End::Mqtt { .. } = target {
+        extra.insert("delivered_qos_max".into(), qos.max().unwrap_or(0).into());
+    }
+    extra
 }
 
 /// A queue group: the union of the members' bitmaps is what arrived; what two members both
@@ -295,7 +314,7 @@ fn collect(
         bits: vec![0u64; sent.div_ceil(64) as usize],
         unique: 0,
         duplicates: 0,
-        heard: Instant::now(),
+        heard: Received { last: Instant::now(), qos_max: 0 },
     };
     let heard = receive(&mut stream, protocol, goal, sent, watch, progress, |payload| {
         let Some(seq) = payload.get(..8) else {
@@ -324,7 +343,7 @@ fn collect(
 /// each payload to `deliver`, which says whether it was new. New deliveries are added to `goal`
 /// once per read; the loop ends when `goal` reaches `target`, when the publishers are done and
 /// nothing arrived for [`QUIET`], at the time limit, or when the broker closes. Returns when
-/// the last delivery arrived.
+/// the last delivery arrived and the highest QoS delivered.
 pub(crate) fn receive(
     stream: &mut TcpStream,
     protocol: End,
@@ -333,12 +352,13 @@ pub(crate) fn receive(
     watch: &Watch,
     progress: &Progress,
     mut deliver: impl FnMut(&[u8]) -> bool,
-) -> Result<Instant, String> {
+) -> Result<Received, String> {
     let mut buf = vec![0u8; 1 << 20];
     let mut out = Vec::with_capacity(64 * 1024);
     let mut pending = 0usize;
     let mut heard = Instant::now();
     let mut parser = nats::Parser::default();
+    let mut qos_max = 0u8;
     while goal.load(Ordering::Acquire) < target {
         let n = match stream.read(&mut buf[pending..]) {
             Ok(0) => break,
@@ -376,6 +396,7 @@ pub(crate) fn receive(
                     match packet {
                         Packet::Publish { qos, packet_id, payload, .. } => {
                             new += u64::from(deliver(payload));
+                            qos_max = qos_max.max(qos);
                             match qos {
                                 1 => mqtt::ack(&mut out, 0x40, packet_id),
                                 2 => mqtt::ack(&mut out, 0x50, packet_id),
@@ -400,7 +421,7 @@ pub(crate) fn receive(
         goal.fetch_add(new, Ordering::AcqRel);
         progress.add(new);
     }
-    Ok(heard)
+    Ok(Received { last: heard, qos_max })
 }
 
 /// Starts every publisher, waits for them all, and returns the first error.

@@ -75,9 +75,11 @@ pub fn table(runs: &[Run]) -> String {
                 mem.kib_per_connection.iter().map(|k| format!("{k:.1}")).collect();
             format!("{:.2} ({})", mem.steady_kib(), rounds.join(", "))
         });
+        // Parameters, then further results such as delivered_qos_max.
         let parameters: Vec<String> = m
             .parameters
             .iter()
+            .chain(m.extra.iter())
             .map(|(k, v)| format!("{k}={}", v.as_str().map_or(v.to_string(), str::to_string)))
             .collect();
         rows.push(vec![

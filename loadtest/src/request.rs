@@ -113,6 +113,7 @@ pub fn request_reply(addr: &str, shape: &Requests) -> Result<Measurement, String
         }),
         latency: Some(Latency::of(&histogram)),
         memory: None,
+        extra: Map::new(),
     })
 }
 
