@@ -35,8 +35,10 @@ use std::time::Instant;
 const DEVICES_PER_SITE: usize = 100;
 
 /// Subjects per timed call of a match bench, picked at random over the whole set so the walk
-/// touches cold memory as a fleet of distinct publishers does.
-const MATCH_SUBJECTS: usize = 1000;
+/// touches cold memory as a fleet of distinct publishers does. Their paths (about 8 MB at
+/// 10,000 subjects) do not fit this VM's 4 MiB L2; with 1,000 they did, and a match among 1M
+/// subscriptions measured 0.3 us instead of 2.1 us (tuning/results/2026-12-01-trie.md).
+const MATCH_SUBJECTS: usize = 10_000;
 
 /// Filters per timed call of the insert and remove benches.
 const CHURN_BATCH: usize = 1000;
