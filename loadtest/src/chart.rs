@@ -82,10 +82,10 @@ fn heading(out: &mut String, y: f64, text: &str) -> f64 {
     let _ = writeln!(
         out,
         r#"<text x="{MARGIN}" y="{}" font-size="14" font-weight="bold">{}</text>"#,
-        y + 20.0,
+        y + 28.0,
         escape(text)
     );
-    y + 30.0
+    y + 40.0
 }
 
 fn throughput(out: &mut String, mut y: f64, runs: &[Run], brokers: &[&str]) -> f64 {

@@ -55,8 +55,9 @@ pub struct Options {
     /// Also write the report as Markdown to this file (e.g. tuning/results/DATE-compare.md).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Also draw every run to this file (SVG, or HTML if it ends in .html).
-    #[arg(long)]
+    /// Also draw every run to this file (SVG, or HTML if it ends in .html): the global
+    /// `--chart` on the command line.
+    #[arg(skip)]
     pub chart: Option<PathBuf>,
 }
 

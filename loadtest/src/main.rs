@@ -39,10 +39,11 @@ use std::time::Duration;
 struct Cli {
     #[command(subcommand)]
     scenario: Scenario,
-    /// Draw the run(s) to this file: SVG, or HTML if it ends in .html.
+    /// Draw the run(s) to this file: SVG, or HTML if it ends in .html (compare: every run).
     #[arg(long, global = true)]
     chart: Option<PathBuf>,
-    /// The broker's name in the table, JSON and chart (default: its address).
+    /// The broker's name in the table, JSON and chart (default: its address; compare names
+    /// its own).
     #[arg(long, global = true)]
     broker: Option<String>,
 }
@@ -282,9 +283,7 @@ fn main() {
     let cli = Cli::parse();
     let (addr, result) = match cli.scenario {
         Scenario::Compare(mut options) => {
-            if options.chart.is_none() {
-                options.chart = cli.chart;
-            }
+            options.chart = cli.chart;
             if let Err(error) = compare::run(&options) {
                 eprintln!("isthmus-loadtest: {error}");
                 std::process::exit(1);
