@@ -84,6 +84,9 @@ pub struct MqttConfig {
     pub server_keep_alive_s: u16,
     /// Longest a new connection may take to send CONNECT, in milliseconds.
     pub connect_timeout_ms: u64,
+    /// A connection with no traffic either way for this long goes dormant: it gives back its
+    /// tasks and buffers and waits in an epoll set until it has input or output (0: never).
+    pub dormant_after_ms: u64,
 }
 
 impl Default for MqttConfig {
@@ -99,6 +102,7 @@ impl Default for MqttConfig {
             max_session_expiry_s: 7 * 24 * 3600,
             server_keep_alive_s: 0,
             connect_timeout_ms: 10_000,
+            dormant_after_ms: 2_000,
         }
     }
 }

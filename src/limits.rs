@@ -14,12 +14,13 @@ pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Fewest spare bytes a read is issued with; below this the buffer grows first.
 pub const READ_SPARE_BYTES_MIN: usize = 4 * 1024;
 
-/// Smallest read window of an MQTT connection. MQTT windows start here and double while reads
-/// fill them (up to [`READ_CHUNK_BYTES`]), then halve after reads that use under a quarter, so an
-/// idle device does not hold a 64 KiB buffer (RSS per idle connection: 78.9 KiB with 64 KiB
-/// reads, about 5-9 KiB with this; tuning/results/2026-12-01-mqtt.md). NATS connections, few
-/// and busy, always read 64 KiB.
-pub const MQTT_READ_WINDOW_MIN: usize = 1024;
+/// Smallest read window of a connection. Windows start here and double while reads fill them
+/// (up to [`READ_CHUNK_BYTES`]), then halve after reads that use under a quarter, and an empty
+/// buffer much larger than the window is given back, so an idle connection does not hold a
+/// 64 KiB buffer (RSS per idle MQTT connection: 78.9 KiB with 64 KiB reads, about 5-9 KiB
+/// with this; tuning/results/2026-12-01-mqtt.md; NATS: 69.7 KiB of heap per idle connection
+/// before it used the same windows, tests/idle_memory.rs).
+pub const READ_WINDOW_MIN: usize = 1024;
 
 /// Batches that may wait in one directed cross-shard channel. Costs: memory of queued batches;
 /// a full channel pauses the publishing connections of the sending shard.
@@ -43,5 +44,5 @@ pub const OUTBOUND_IDLE_BYTES_MAX: usize = 64 * 1024;
 
 const _: () = assert!(SHARDS_MAX <= 64, "target shards are kept in a u64 mask");
 const _: () = assert!(READ_SPARE_BYTES_MIN < READ_CHUNK_BYTES);
-const _: () = assert!(MQTT_READ_WINDOW_MIN <= READ_CHUNK_BYTES);
+const _: () = assert!(READ_WINDOW_MIN <= READ_CHUNK_BYTES);
 const _: () = assert!(MESH_BATCH_POOL_MAX >= MESH_CHANNEL_BATCHES);

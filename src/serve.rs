@@ -229,6 +229,21 @@ async fn run_shard(
             }
         })
     };
+    let waker = (shard.config.mqtt.dormant_after_ms > 0)
+        .then(|| match crate::shard::dormant::Dormancy::start(shard.id) {
+            Ok((dormancy, pair)) => {
+                shard.set_dormancy(dormancy);
+                Some(glommio::spawn_local(crate::shard::mqtt::dormant_loop(
+                    Rc::clone(&shard),
+                    pair,
+                )))
+            }
+            Err(error) => {
+                tracing::warn!(%error, "no dormant MQTT connections on this shard");
+                None
+            }
+        })
+        .flatten();
     let acceptors = [
         glommio::spawn_local(accept::accept_nats(Rc::clone(&shard), listener)),
         glommio::spawn_local(accept::accept_mqtt(Rc::clone(&shard), mqtt_listener)),
@@ -247,6 +262,7 @@ async fn run_shard(
     }
     drop(pinger);
     drop(sweeper);
+    drop(waker);
     drop(tasks);
 }
 

@@ -63,6 +63,10 @@ pub struct ShardStats {
     pub mqtt_dropped_session_end: AtomicU64,
     /// MQTT publishes (and wills) whose topic has no NATS subject form (e.g. a space), dropped.
     pub mqtt_dropped_bad_topic: AtomicU64,
+    /// MQTT connections dormant now (quiet for mqtt.dormant_after_ms; no tasks or buffers).
+    pub mqtt_dormant: AtomicU64,
+    /// Times a dormant MQTT connection was woken (by input, output or its close).
+    pub mqtt_woken: AtomicU64,
 }
 
 impl ShardStats {

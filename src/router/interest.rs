@@ -93,6 +93,8 @@ impl InterestMap {
             None if count > 0 => {
                 let mut counts: ShardCounts = SmallVec::from_elem(0, self.shards);
                 counts[shard] = count;
+                // Most filters hold one entry; a first push would reserve four (288 bytes).
+                entries.reserve_exact(1);
                 entries.push(Entry { queue: queue.clone(), counts });
             }
             None => {}

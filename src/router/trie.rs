@@ -6,7 +6,6 @@
 
 use crate::limits::SUBJECT_TOKENS_INLINE;
 use ahash::AHashMap;
-use bytes::Bytes;
 use smallvec::SmallVec;
 
 /// A subject trie holding values of type `V` at the nodes their filters end at.
@@ -18,7 +17,7 @@ pub struct Trie<V> {
 
 #[derive(Debug)]
 struct Node<V> {
-    literal: AHashMap<Bytes, Node<V>>,
+    literal: Literals<V>,
     star: Option<Box<Node<V>>>,
     full: Option<Box<Node<V>>>,
     values: Vec<V>,
@@ -26,7 +25,94 @@ struct Node<V> {
 
 impl<V> Default for Node<V> {
     fn default() -> Self {
-        Node { literal: AHashMap::new(), star: None, full: None, values: Vec::new() }
+        Node { literal: Literals::default(), star: None, full: None, values: Vec::new() }
+    }
+}
+
+/// Most literal children a node keeps in a vector before it moves them to a hash map.
+const FEW_CHILDREN: usize = 8;
+
+/// The literal children of a node. Most nodes of a device-shaped subject space have one child
+/// (`site.<n>.device.<m>.temp` below `<m>`), so up to [`FEW_CHILDREN`] sit in a vector searched
+/// in order: 56 bytes per child, where a hash map's smallest table holds four (about 300
+/// bytes; tests/idle_memory.rs measured 1.1-1.7 KiB per unique subscription per trie with a
+/// map in every node). Wide nodes (`device.*` with thousands of ids) use a map.
+#[derive(Debug)]
+enum Literals<V> {
+    Few(Vec<(Box<[u8]>, Node<V>)>),
+    Many(Box<AHashMap<Box<[u8]>, Node<V>>>),
+}
+
+impl<V> Default for Literals<V> {
+    fn default() -> Self {
+        Literals::Few(Vec::new())
+    }
+}
+
+impl<V> Literals<V> {
+    fn is_empty(&self) -> bool {
+        match self {
+            Literals::Few(few) => few.is_empty(),
+            Literals::Many(many) => many.is_empty(),
+        }
+    }
+
+    #[inline]
+    fn get(&self, token: &[u8]) -> Option<&Node<V>> {
+        match self {
+            Literals::Few(few) => few.iter().find(|(t, _)| **t == *token).map(|(_, n)| n),
+            Literals::Many(many) => many.get(token),
+        }
+    }
+
+    fn get_mut(&mut self, token: &[u8]) -> Option<&mut Node<V>> {
+        match self {
+            Literals::Few(few) => few.iter_mut().find(|(t, _)| **t == *token).map(|(_, n)| n),
+            Literals::Many(many) => many.get_mut(token),
+        }
+    }
+
+    /// The child for `token`, created empty if absent.
+    fn child(&mut self, token: &[u8]) -> &mut Node<V> {
+        if let Literals::Few(few) = self {
+            if let Some(at) = few.iter().position(|(t, _)| **t == *token) {
+                let Literals::Few(few) = self else { unreachable!() };
+                return &mut few[at].1;
+            }
+            if few.len() < FEW_CHILDREN {
+                // One at a time: a first push would reserve room for four children.
+                few.reserve_exact(1);
+                few.push((token.into(), Node::default()));
+                let Literals::Few(few) = self else { unreachable!() };
+                return &mut few.last_mut().expect("just pushed").1;
+            }
+            let many: AHashMap<Box<[u8]>, Node<V>> = few.drain(..).collect();
+            *self = Literals::Many(Box::new(many));
+        }
+        let Literals::Many(many) = self else { unreachable!() };
+        many.entry(token.into()).or_default()
+    }
+
+    fn remove(&mut self, token: &[u8]) {
+        match self {
+            Literals::Few(few) => {
+                if let Some(at) = few.iter().position(|(t, _)| **t == *token) {
+                    few.swap_remove(at);
+                }
+            }
+            Literals::Many(many) => {
+                many.remove(token);
+            }
+        }
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Node<V>> {
+        let (few, many) = match self {
+            Literals::Few(few) => (Some(few), None),
+            Literals::Many(many) => (None, Some(many)),
+        };
+        let few = few.into_iter().flatten().map(|(_, node)| node);
+        few.chain(many.into_iter().flat_map(|many| many.values()))
     }
 }
 
@@ -60,12 +146,7 @@ impl<V> Trie<V> {
             node = match token {
                 b"*" => node.star.get_or_insert_with(Box::default),
                 b">" => node.full.get_or_insert_with(Box::default),
-                _ => {
-                    if !node.literal.contains_key(token) {
-                        node.literal.insert(Bytes::copy_from_slice(token), Node::default());
-                    }
-                    node.literal.get_mut(token).expect("inserted above")
-                }
+                _ => node.literal.child(token),
             };
         }
         &mut node.values
@@ -120,7 +201,7 @@ fn collect<V>(node: &Node<V>, tokens: &[&[u8]], visit: &mut impl FnMut(&V)) {
     if let Some(star) = &node.star {
         collect(star, rest, visit);
     }
-    if let Some(child) = node.literal.get(*token) {
+    if let Some(child) = node.literal.get(token) {
         collect(child, rest, visit);
     }
 }
@@ -135,7 +216,7 @@ fn collect_by_filter<V>(node: &Node<V>, tokens: &[&[u8]], visit: &mut impl FnMut
         b">" => node.literal.values().for_each(|child| visit_all(child, visit)),
         b"*" => node.literal.values().for_each(|child| collect_by_filter(child, rest, visit)),
         _ => {
-            if let Some(child) = node.literal.get(*token) {
+            if let Some(child) = node.literal.get(token) {
                 collect_by_filter(child, rest, visit);
             }
         }
@@ -163,8 +244,8 @@ fn prune_path<V>(node: &mut Node<V>, tokens: &[&[u8]]) -> bool {
                 }
             }
             _ => {
-                if node.literal.get_mut(*token).is_some_and(|n| prune_path(n, rest)) {
-                    node.literal.remove(*token);
+                if node.literal.get_mut(token).is_some_and(|n| prune_path(n, rest)) {
+                    node.literal.remove(token);
                 }
             }
         }
@@ -225,6 +306,35 @@ mod tests {
                 assert_eq!(by(filter).contains(&subject), matched, "{filter} {subject}");
             }
         }
+    }
+
+    #[test]
+    fn wide_nodes_move_their_children_to_a_map_and_still_match() {
+        let mut t = Trie::default();
+        let filters: Vec<String> = (0..40).map(|i| format!("dev.{i}.cmd")).collect();
+        for (i, f) in filters.iter().enumerate() {
+            t.values_mut(f.as_bytes()).push(i);
+        }
+        t.values_mut(b"dev.*.cmd").push(100);
+        for (i, f) in filters.iter().enumerate() {
+            let mut found = Vec::new();
+            t.for_each_match(f.as_bytes(), |v| found.push(*v));
+            found.sort_unstable();
+            assert_eq!(found, [i, 100], "{f}");
+        }
+        let mut all = Vec::new();
+        t.for_each_matched_by(b"dev.>", |v| all.push(*v));
+        assert_eq!(all.len(), 41);
+        for f in filters.iter().step_by(2) {
+            t.values_mut(f.as_bytes()).clear();
+            t.prune(f.as_bytes());
+            assert!(t.values(f.as_bytes()).is_none());
+        }
+        let mut left = Vec::new();
+        t.for_each_matched_by(b"dev.*.cmd", |v| left.push(*v));
+        left.sort_unstable();
+        let odd: Vec<usize> = (1..40).step_by(2).chain([100]).collect();
+        assert_eq!(left, odd);
     }
 
     #[test]

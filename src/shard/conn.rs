@@ -8,7 +8,9 @@
 
 use super::nats::{self, Next};
 use super::{Routed, Shard};
-use crate::limits::{OUTBOUND_IDLE_BYTES_MAX, READ_CHUNK_BYTES, READ_SPARE_BYTES_MIN};
+use crate::limits::{
+    OUTBOUND_IDLE_BYTES_MAX, READ_CHUNK_BYTES, READ_SPARE_BYTES_MIN, READ_WINDOW_MIN,
+};
 use crate::protocol::nats::codec;
 use bytes::BytesMut;
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -44,10 +46,14 @@ pub async fn serve_nats(shard: Rc<Shard>, stream: TcpStream) {
 
 async fn read_loop(shard: &Shard, slot: u32, mut reader: Half) {
     let mut buf = BytesMut::new();
+    let mut window = ReadWindow::default();
     loop {
-        if read_some(shard, slot, &mut reader, &mut buf, READ_CHUNK_BYTES).await.is_none() {
+        window.give_back_idle(&mut buf);
+        let Some((n, room)) = read_some(shard, slot, &mut reader, &mut buf, window.get()).await
+        else {
             return;
-        }
+        };
+        window.after_read(n, room);
         // PONGs are owed until the burst is done: clients such as nats-py write their flush
         // PING ahead of a SUB queued before it, and expect the PONG to cover that SUB. So the
         // PONG waits until every shard applied the interest changes of the whole burst.
@@ -86,6 +92,40 @@ async fn read_loop(shard: &Shard, slot: u32, mut reader: Half) {
         shard.wait_for_consumers(STALL_BUDGET).await;
         if shard.with_conn(slot, |c| c.closing) {
             return;
+        }
+    }
+}
+
+/// How much a connection reads per call: grows while reads fill it, shrinks when they do not,
+/// so busy connections read 64 KiB at a time and idle ones hold next to nothing.
+#[derive(Debug)]
+pub(super) struct ReadWindow(usize);
+
+impl Default for ReadWindow {
+    fn default() -> Self {
+        ReadWindow(READ_WINDOW_MIN)
+    }
+}
+
+impl ReadWindow {
+    /// Bytes to offer the next read.
+    pub(super) fn get(&self) -> usize {
+        self.0
+    }
+
+    /// Adjusts the window after a read of `n` bytes into `room`.
+    pub(super) fn after_read(&mut self, n: usize, room: usize) {
+        if n == room {
+            self.0 = (self.0 * 2).min(READ_CHUNK_BYTES);
+        } else if n < self.0 / 4 {
+            self.0 = (self.0 / 2).max(READ_WINDOW_MIN);
+        }
+    }
+
+    /// Drops an emptied buffer that a burst grew far past the window.
+    pub(super) fn give_back_idle(&self, buf: &mut BytesMut) {
+        if buf.is_empty() && buf.capacity() > 4 * self.0 {
+            *buf = BytesMut::new();
         }
     }
 }
@@ -146,6 +186,9 @@ pub(super) async fn write_loop(shard: Rc<Shard>, slot: u32, mut writer: Half) {
             // A burst grew this buffer; give the memory back rather than hold it while idle.
             spare = BytesMut::new();
         }
+    }
+    if shard.writer_dozed(slot) {
+        return;
     }
     let _ = writer.close().await;
     shard.task_done(slot);

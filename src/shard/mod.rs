@@ -7,6 +7,7 @@
 
 pub mod accept;
 pub mod conn;
+pub mod dormant;
 pub mod mesh;
 pub mod mqtt;
 pub mod nats;
@@ -115,8 +116,8 @@ pub struct Conn {
     tasks_alive: u8,
     /// CONNECT options.
     pub flags: NatsFlags,
-    /// sid -> subscription id.
-    pub sids: AHashMap<Bytes, u32>,
+    /// NATS: sid -> subscription id (allocated on the first SUB; MQTT never has one).
+    pub sids: Option<Box<AHashMap<Bytes, u32>>>,
     /// Unanswered server PINGs.
     pub pings_out: u32,
     /// Data arrived since the last ping tick.
@@ -135,6 +136,16 @@ pub struct Conn {
     pub session: Option<u32>,
     /// MQTT: the connection is closed if no packet arrives before this (1.5 x keep alive).
     pub keepalive_deadline: Option<std::time::Instant>,
+    /// MQTT: sweeps in a row that saw no traffic (see [`dormant`]).
+    pub idle_sweeps: u16,
+    /// MQTT: the sweep asked the reader to let the connection go dormant.
+    pub doze_requested: bool,
+    /// MQTT: the reader agreed and waits for the writer to stop.
+    pub dozing: bool,
+    /// MQTT: what a dormant connection keeps while it has no tasks (`None`: it is live).
+    dormant: Option<Box<mqtt::Sleeper>>,
+    /// The connection is in `Shard::to_wake`.
+    wake_queued: bool,
 }
 
 /// Everything one core owns.
@@ -172,6 +183,12 @@ pub struct Shard {
     mqtt_scratch: RefCell<mqtt::Scratch>,
     /// The earliest delayed will or expiry among offline sessions (`None`: nothing due).
     session_deadline: Cell<Option<std::time::Instant>>,
+    /// The epoll set of dormant connections, once started (`mqtt.dormant_after_ms` > 0).
+    dormancy: std::cell::OnceCell<dormant::Dormancy>,
+    /// Dormant connections to wake: output arrived for them, or they are closing.
+    to_wake: RefCell<Vec<u32>>,
+    /// The task that wakes dormant connections.
+    waker_task: RefCell<Option<Waker>>,
 }
 
 impl Shard {
@@ -212,7 +229,15 @@ impl Shard {
             adopted: RefCell::new(Vec::new()),
             mqtt_scratch: RefCell::default(),
             session_deadline: Cell::new(None),
+            dormancy: std::cell::OnceCell::new(),
+            to_wake: RefCell::new(Vec::new()),
+            waker_task: RefCell::new(None),
         }
+    }
+
+    /// Gives the shard its epoll set of dormant connections (once, at start).
+    pub fn set_dormancy(&self, dormancy: dormant::Dormancy) {
+        let _ = self.dormancy.set(dormancy);
     }
 
     /// Opens a slot for a new connection; returns (slot, cid).
@@ -239,7 +264,7 @@ impl Shard {
                 headers: false,
                 no_responders: false,
             },
-            sids: AHashMap::new(),
+            sids: None,
             pings_out: 0,
             active: true,
             required_epoch: 0,
@@ -249,6 +274,11 @@ impl Shard {
             protocol,
             session: None,
             keepalive_deadline: None,
+            idle_sweeps: 0,
+            doze_requested: false,
+            dozing: false,
+            dormant: None,
+            wake_queued: false,
         };
         let slot = u32::try_from(self.conns.borrow_mut().insert(conn))
             .expect("fewer than 2^32 connections");
@@ -288,6 +318,30 @@ impl Shard {
         wake(&mut conn.writer);
         conn.writer_woken = true;
         wake(&mut conn.reader);
+        self.wake_dormant(conn);
+    }
+
+    /// Queues a dormant connection to get its tasks back (it has output, or is closing).
+    fn wake_dormant(&self, conn: &mut Conn) {
+        if conn.dormant.is_some() && !conn.wake_queued {
+            conn.wake_queued = true;
+            self.to_wake.borrow_mut().push(conn.slot);
+            wake(&mut self.waker_task.borrow_mut());
+        }
+    }
+
+    /// The writer of a connection going dormant has nothing left to write and ends without
+    /// closing the socket. False if the connection is closing instead: the writer then ends
+    /// as usual.
+    pub fn writer_dozed(&self, slot: u32) -> bool {
+        let mut conns = self.conns.borrow_mut();
+        let conn = &mut conns[slot as usize];
+        if !conn.dozing || conn.closing {
+            return false;
+        }
+        conn.tasks_alive -= 1;
+        wake(&mut conn.reader);
+        true
     }
 
     /// Called by each of a connection's two tasks when it ends; the last one frees the slot
@@ -303,7 +357,7 @@ impl Shard {
                 wake(&mut conn.reader);
                 return;
             }
-            conn.sids.values().copied().collect()
+            conn.sids.iter().flat_map(|sids| sids.values().copied()).collect()
         };
         for id in sub_ids {
             self.unsubscribe(id);
@@ -312,12 +366,13 @@ impl Shard {
         ShardStats::sub(&self.stats.connections, 1);
     }
 
-    /// Resolves when the connection is closing; used to cancel a pending read.
+    /// Resolves when the connection is closing or asked to go dormant; used to cancel a
+    /// pending read.
     pub async fn closed(&self, slot: u32) {
         poll_fn(|cx| {
             let mut conns = self.conns.borrow_mut();
             let conn = &mut conns[slot as usize];
-            if conn.closing {
+            if conn.closing || conn.doze_requested {
                 return Poll::Ready(());
             }
             set_waker(&mut conn.reader, cx.waker());
@@ -327,7 +382,7 @@ impl Shard {
     }
 
     /// Waits for output, then swaps it into `spare`. Returns false when the connection is
-    /// closing and nothing is left to write.
+    /// closing (or going dormant) and nothing is left to write.
     pub async fn take_output(&self, slot: u32, spare: &mut BytesMut) -> bool {
         poll_fn(|cx| {
             let mut conns = self.conns.borrow_mut();
@@ -337,9 +392,10 @@ impl Shard {
                 conn.writing = spare.len();
                 conn.queued_msgs = 0;
                 conn.writer_woken = false;
+                conn.active = true;
                 return Poll::Ready(true);
             }
-            if conn.closing {
+            if conn.closing || conn.dozing {
                 return Poll::Ready(false);
             }
             conn.writing = 0;
@@ -402,7 +458,8 @@ impl Shard {
             delivered: 0,
             mqtt: None,
         });
-        let previous = self.with_conn(slot, |c| c.sids.insert(sid, id));
+        let previous =
+            self.with_conn(slot, |c| c.sids.get_or_insert_with(Box::default).insert(sid, id));
         if let Some(old) = previous {
             // A reused sid replaces the old subscription, as nats-server does.
             self.unsubscribe(old);
@@ -433,8 +490,8 @@ impl Shard {
         let nats_slot = sub.mqtt.is_none().then_some(sub.conn as usize);
         if let Some(slot) = nats_slot {
             if let Some(conn) = self.conns.borrow_mut().get_mut(slot) {
-                if conn.sids.get(&sub.sid) == Some(&id) {
-                    conn.sids.remove(&sub.sid);
+                if let Some(sids) = conn.sids.as_mut().filter(|s| s.get(&sub.sid) == Some(&id)) {
+                    sids.remove(&sub.sid);
                 }
             }
         }
@@ -739,6 +796,7 @@ impl Shard {
             conn.writer_woken = true;
             wake(&mut conn.writer);
         }
+        self.wake_dormant(conn);
     }
 
     /// Sends a 503 status to the requester if it asked for no-responder notices.

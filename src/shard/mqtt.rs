@@ -7,11 +7,10 @@
 //! the session, its subscriptions, inflight window and queue. All of a session's state is
 //! therefore touched by one thread, and a takeover is a local operation.
 
-use super::conn::{read_some, write_loop, Half};
+use super::conn::{read_some, write_loop, Half, ReadWindow};
 use super::mesh::{Adopt, MeshOp};
 use super::session::{Inflight, Pending, Session, SessionSub, Stage};
 use super::{Protocol, Routed, Shard};
-use crate::limits::{MQTT_READ_WINDOW_MIN, READ_CHUNK_BYTES};
 use crate::message::{Message, Meta, MqttProperties};
 use crate::protocol::mqtt::codec::{self, DecodeError};
 use crate::protocol::mqtt::interop;
@@ -49,6 +48,8 @@ enum Exit {
     Normal,
     /// Anything else: the will is published (after its delay).
     Unclean,
+    /// Quiet long enough to go dormant (not an end: see `doze`).
+    Doze,
 }
 
 /// Serves a connection accepted on this shard's MQTT listener: reads CONNECT, refuses what
@@ -127,6 +128,15 @@ fn duplicate_fd(stream: &TcpStream) -> std::io::Result<std::os::fd::OwnedFd> {
     // a new descriptor owned by the returned `OwnedFd`.
     let borrowed = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
     borrowed.try_clone_to_owned()
+}
+
+/// Makes the shard's end of the dormancy socket pair a stream of this executor.
+#[allow(unsafe_code)]
+fn adopt_unix(pair: std::os::unix::net::UnixStream) -> glommio::net::UnixStream {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    // SAFETY: `into_raw_fd` gives up ownership of an open, non-blocking socket; the glommio
+    // stream takes it over and is its only owner.
+    unsafe { glommio::net::UnixStream::from_raw_fd(pair.into_raw_fd()) }
 }
 
 /// Makes a descriptor handed over by another shard a stream of this executor.
@@ -211,6 +221,7 @@ async fn refuse(shard: &Shard, stream: &mut TcpStream, reply: Option<(Version, R
 }
 
 /// What the packet loop of one connection keeps for itself.
+#[derive(Debug)]
 struct ConnState {
     version: Version,
     /// Inbound topic aliases (index = alias - 1), grown as the client sets them.
@@ -225,7 +236,7 @@ struct ConnState {
 /// Translates a connection's publish topics, remembering the last one: devices publish to the
 /// same few topics over and over, so most publishes cost one comparison instead of a
 /// translation.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct SubjectCache {
     /// Room for translated subjects, so that publishes allocate nothing.
     arena: BytesMut,
@@ -260,7 +271,7 @@ async fn run(
     addr: SocketAddr,
     connect: Box<Connect>,
     assigned: bool,
-    mut buf: BytesMut,
+    buf: BytesMut,
 ) {
     let stream = Rc::new(RefCell::new(stream));
     let (slot, _cid) = shard.open_conn(addr, Protocol::Mqtt);
@@ -287,7 +298,7 @@ async fn run(
     }
     shard.send(slot, |out| codec::encode(&Packet::ConnAck(Box::new(ack)), version, out));
     shard.mqtt_resume(session);
-    let mut state = ConnState {
+    let state = ConnState {
         version,
         aliases: Vec::new(),
         keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
@@ -295,10 +306,193 @@ async fn run(
         subjects: SubjectCache::default(),
     };
     drop(connect);
-    glommio::spawn_local(write_loop(Rc::clone(&shard), slot, Half(Rc::clone(&stream)))).detach();
-    let exit = read_loop(&shard, slot, &mut state, Half(stream), &mut buf).await;
-    shard.mqtt_detach(slot, exit == Exit::Unclean);
-    shard.task_done(slot);
+    if let Some(keep_alive) = state.keep_alive {
+        shard.with_conn(slot, |c| c.keepalive_deadline = Some(Instant::now() + keep_alive));
+    }
+    serve_conn(shard, slot, stream, state, buf).await;
+}
+
+/// What a dormant connection keeps: its socket and the packet loop's state, without the
+/// subject cache (rebuilt on the next publish).
+#[derive(Debug)]
+pub struct Sleeper {
+    fd: std::os::fd::OwnedFd,
+    version: Version,
+    expiry_was_zero: bool,
+    keep_alive: Option<Duration>,
+    aliases: Vec<Option<Bytes>>,
+}
+
+/// Runs a connection's writer and packet loop until it ends or goes dormant.
+async fn serve_conn(
+    shard: Rc<Shard>,
+    slot: u32,
+    mut stream: Rc<RefCell<TcpStream>>,
+    mut state: ConnState,
+    mut buf: BytesMut,
+) {
+    loop {
+        glommio::spawn_local(write_loop(Rc::clone(&shard), slot, Half(Rc::clone(&stream))))
+            .detach();
+        let exit = read_loop(&shard, slot, &mut state, Half(Rc::clone(&stream)), &mut buf).await;
+        if exit == Exit::Doze {
+            match doze(&shard, slot, stream, state).await {
+                Ok(()) => return,
+                Err(Some((awake, kept))) => {
+                    // Output arrived while the writer stopped: carry on with a new writer.
+                    (stream, state) = (awake, kept);
+                    shard.with_conn(slot, |c| c.tasks_alive += 1);
+                    continue;
+                }
+                Err(None) => {
+                    // Closing meanwhile: the writer already ended as for any close.
+                    shard.mqtt_detach(slot, true);
+                    shard.task_done(slot);
+                    return;
+                }
+            }
+        }
+        shard.mqtt_detach(slot, exit == Exit::Unclean);
+        shard.task_done(slot);
+        return;
+    }
+}
+
+/// Lets a quiet connection go dormant: stops its writer, then hands its socket to the shard's
+/// epoll set and keeps only a [`Sleeper`]. `Err(Some(..))`: output arrived meanwhile, the
+/// connection stays live; `Err(None)`: it is closing.
+#[allow(clippy::type_complexity)]
+async fn doze(
+    shard: &Shard,
+    slot: u32,
+    stream: Rc<RefCell<TcpStream>>,
+    state: ConnState,
+) -> Result<(), Option<(Rc<RefCell<TcpStream>>, ConnState)>> {
+    shard.with_conn(slot, |c| {
+        c.dozing = true;
+        c.writer_woken = true;
+        super::wake(&mut c.writer);
+    });
+    std::future::poll_fn(|cx| {
+        shard.with_conn(slot, |c| {
+            if c.tasks_alive <= 1 {
+                return std::task::Poll::Ready(());
+            }
+            super::set_waker(&mut c.reader, cx.waker());
+            std::task::Poll::Pending
+        })
+    })
+    .await;
+    let (closing, output) = shard.with_conn(slot, |c| {
+        c.dozing = false;
+        c.doze_requested = false;
+        (c.closing, !c.out.is_empty())
+    });
+    if closing {
+        return Err(None);
+    }
+    let Some(dormancy) = shard.dormancy.get() else { return Err(Some((stream, state))) };
+    if output {
+        return Err(Some((stream, state)));
+    }
+    let stream = match Rc::try_unwrap(stream) {
+        Ok(stream) => stream.into_inner(),
+        Err(stream) => return Err(Some((stream, state))),
+    };
+    let fd = match duplicate_fd(&stream) {
+        Ok(fd) => fd,
+        Err(_) => return Err(Some((Rc::new(RefCell::new(stream)), state))),
+    };
+    // Our descriptor closes here; the duplicate keeps the socket.
+    drop(stream);
+    let cid = shard.with_conn(slot, |c| c.cid);
+    if dormancy
+        .watch(std::os::fd::AsRawFd::as_raw_fd(&fd), super::dormant::token(slot, cid))
+        .is_err()
+    {
+        return Err(Some((Rc::new(RefCell::new(adopt_fd(fd))), state)));
+    }
+    let ConnState { version, aliases, keep_alive, expiry_was_zero, subjects: _ } = state;
+    let sleeper = Sleeper { fd, version, expiry_was_zero, keep_alive, aliases };
+    shard.with_conn(slot, |c| {
+        c.tasks_alive = 0;
+        c.out = BytesMut::new();
+        c.dormant = Some(Box::new(sleeper));
+    });
+    ShardStats::add(&shard.stats.mqtt_dormant, 1);
+    Ok(())
+}
+
+/// Wakes the shard's dormant connections as their sockets turn readable (reported by the
+/// epoll thread through `pair`) or as output for them arrives (`Shard::to_wake`).
+pub async fn dormant_loop(shard: Rc<Shard>, pair: std::os::unix::net::UnixStream) {
+    let mut pair = adopt_unix(pair);
+    let mut bytes = [0u8; 64];
+    let mut pair_open = true;
+    loop {
+        let local = std::future::poll_fn(|cx| {
+            if !shard.to_wake.borrow().is_empty() {
+                return std::task::Poll::Ready(true);
+            }
+            super::set_waker(&mut shard.waker_task.borrow_mut(), cx.waker());
+            std::task::Poll::Pending
+        });
+        if pair_open {
+            let poked = async { matches!(pair.read(&mut bytes).await, Ok(n) if n > 0) };
+            pair_open = futures_lite::future::or(poked, local).await;
+        } else {
+            local.await;
+        }
+        if let Some(dormancy) = shard.dormancy.get() {
+            let mut to_wake = shard.to_wake.borrow_mut();
+            let conns = shard.conns.borrow();
+            for token in dormancy.take_woken() {
+                let (slot, cid) = super::dormant::untoken(token);
+                if let Some(c) = conns.get(slot as usize) {
+                    if c.cid as u32 == cid && c.dormant.is_some() && !c.wake_queued {
+                        to_wake.push(slot);
+                    }
+                }
+            }
+        }
+        let slots = std::mem::take(&mut *shard.to_wake.borrow_mut());
+        for slot in slots {
+            wake_up(&shard, slot);
+        }
+    }
+}
+
+/// Gives a dormant connection its socket and tasks back.
+fn wake_up(shard: &Rc<Shard>, slot: u32) {
+    let sleeper = {
+        let mut conns = shard.conns.borrow_mut();
+        let Some(c) = conns.get_mut(slot as usize) else { return };
+        c.wake_queued = false;
+        let Some(sleeper) = c.dormant.take() else { return };
+        c.tasks_alive = 2;
+        c.idle_sweeps = 0;
+        c.active = true;
+        sleeper
+    };
+    let Sleeper { fd, version, expiry_was_zero, keep_alive, aliases } = *sleeper;
+    let state = ConnState {
+        version,
+        aliases,
+        keep_alive,
+        expiry_was_zero,
+        subjects: SubjectCache::default(),
+    };
+    if let Some(dormancy) = shard.dormancy.get() {
+        dormancy.unwatch(std::os::fd::AsRawFd::as_raw_fd(&fd));
+    }
+    ShardStats::sub(&shard.stats.mqtt_dormant, 1);
+    ShardStats::add(&shard.stats.mqtt_woken, 1);
+    let stream = adopt_fd(fd);
+    let deadline = Duration::from_millis(shard.config.nats.write_deadline_ms);
+    let _ = stream.set_write_timeout(Some(deadline));
+    let stream = Rc::new(RefCell::new(stream));
+    glommio::spawn_local(serve_conn(Rc::clone(shard), slot, stream, state, BytesMut::new()))
+        .detach();
 }
 
 async fn read_loop(
@@ -309,12 +503,8 @@ async fn read_loop(
     buf: &mut BytesMut,
 ) -> Exit {
     let max = shard.config.mqtt.max_packet_bytes;
-    let mut window = MQTT_READ_WINDOW_MIN;
+    let mut window = ReadWindow::default();
     loop {
-        if let Some(keep_alive) = state.keep_alive {
-            let deadline = Instant::now() + keep_alive;
-            shard.with_conn(slot, |c| c.keepalive_deadline = Some(deadline));
-        }
         loop {
             match codec::decode(buf, state.version, max) {
                 Ok(Some(packet)) => {
@@ -332,19 +522,32 @@ async fn read_loop(
         }
         shard.mesh.stage_all();
         shard.mesh.wait_for_room().await;
-        if buf.is_empty() && buf.capacity() > 4 * window {
-            // A burst grew the buffer; an idle device should not keep it.
-            *buf = BytesMut::new();
-        }
+        window.give_back_idle(buf);
         if shard.with_conn(slot, |c| c.closing) {
             return Exit::Unclean;
         }
-        match read_some(shard, slot, &mut reader, buf, window).await {
-            Some((n, room)) if n == room => window = (window * 2).min(READ_CHUNK_BYTES),
-            Some((n, _)) if n < window / 4 => window = (window / 2).max(MQTT_READ_WINDOW_MIN),
-            Some(_) => {}
-            None => return Exit::Unclean,
+        match read_some(shard, slot, &mut reader, buf, window.get()).await {
+            Some((n, room)) => window.after_read(n, room),
+            None => {
+                let (closing, doze) = shard.with_conn(slot, |c| (c.closing, c.doze_requested));
+                if closing || !doze {
+                    return Exit::Unclean;
+                }
+                if buf.is_empty() {
+                    return Exit::Doze;
+                }
+                // Half a packet is buffered: not quiet after all.
+                shard.with_conn(slot, |c| c.doze_requested = false);
+                continue;
+            }
         }
+        let deadline = state.keep_alive.map(|keep_alive| Instant::now() + keep_alive);
+        shard.with_conn(slot, |c| {
+            c.active = true;
+            if deadline.is_some() {
+                c.keepalive_deadline = deadline;
+            }
+        });
     }
 }
 
@@ -805,12 +1008,12 @@ impl Shard {
             s.version = connect.version;
             s.expiry_s = expiry;
             s.expires_at = None;
-            s.will = connect.will.as_ref().map(detached_will);
+            s.will = connect.will.as_ref().map(|will| Box::new(detached_will(will)));
             let receive_maximum = connect.properties.receive_maximum.unwrap_or(u16::MAX);
             s.window = usize::from(receive_maximum.min(config.max_inflight));
             s.max_packet = connect.properties.maximum_packet_size.unwrap_or(u32::MAX);
             s.alias_max = connect.properties.topic_alias_maximum.unwrap_or(0);
-            s.aliases.clear();
+            s.aliases = None;
         });
         self.with_conn(slot, |c| c.session = Some(index));
         self.store.borrow_mut().session_saved(&self.sessions.borrow()[index as usize]);
@@ -863,7 +1066,7 @@ impl Shard {
         let mut deadline = None;
         let (will_now, end) = self.with_session(index, |s| {
             s.conn = None;
-            s.aliases.clear();
+            s.aliases = None;
             let will = if unclean { s.will.take() } else { None };
             s.will = None;
             let mut will_now = None;
@@ -1189,9 +1392,35 @@ impl Shard {
         true
     }
 
+    /// Asks MQTT connections with no traffic for `mqtt.dormant_after_ms` to go dormant.
+    fn mark_quiet_connections(&self) {
+        let after = self.config.mqtt.dormant_after_ms;
+        if after == 0 || self.dormancy.get().is_none() {
+            return;
+        }
+        let sweeps = after.div_ceil(SWEEP_INTERVAL.as_millis() as u64).min(u64::from(u16::MAX));
+        for (_, c) in self.conns.borrow_mut().iter_mut() {
+            if c.protocol != Protocol::Mqtt || c.closing || c.dormant.is_some() || c.doze_requested
+            {
+                continue;
+            }
+            if c.active || c.writing > 0 || !c.out.is_empty() {
+                c.active = false;
+                c.idle_sweeps = 0;
+                continue;
+            }
+            c.idle_sweeps = c.idle_sweeps.saturating_add(1);
+            if u64::from(c.idle_sweeps) >= sweeps {
+                c.doze_requested = true;
+                super::wake(&mut c.reader);
+            }
+        }
+    }
+
     /// Keep-alive deadlines, delayed wills and session expiry; called every [`SWEEP_INTERVAL`].
     pub fn mqtt_sweep(&self) {
         let now = Instant::now();
+        self.mark_quiet_connections();
         let silent: SmallVec<[u32; 4]> = self
             .conns
             .borrow()
@@ -1347,11 +1576,10 @@ fn write_publish(
             properties.subscription_identifiers.push(identifier);
         }
         if s.alias_max > 0 {
-            alias = match s.aliases.get(topic) {
+            let given = s.aliases.as_ref().map_or(0, |a| a.len());
+            alias = match s.aliases.as_ref().and_then(|a| a.get(topic)) {
                 Some(known) => Some((*known, true)),
-                None if s.aliases.len() < usize::from(s.alias_max) => {
-                    Some((s.aliases.len() as u16 + 1, false))
-                }
+                None if given < usize::from(s.alias_max) => Some((given as u16 + 1, false)),
                 None => None,
             };
             properties.topic_alias = alias.map(|(a, _)| a);
@@ -1370,7 +1598,7 @@ fn write_publish(
     if !fits {
         out.truncate(before);
     } else if let Some((number, false)) = alias {
-        s.aliases.insert(Bytes::copy_from_slice(topic), number);
+        s.aliases.get_or_insert_with(Box::default).insert(Bytes::copy_from_slice(topic), number);
     }
     let PublishProperties { mut subscription_identifiers, user_properties: mut users, .. } =
         properties;

@@ -86,7 +86,7 @@ pub fn handle(shard: &Shard, slot: u32, op: ClientOp) -> Next {
             shard.subscribe(slot, sid, subject, queue);
         }
         ClientOp::Unsub { sid, max } => {
-            let id = shard.with_conn(slot, |c| c.sids.get(&sid).copied());
+            let id = shard.with_conn(slot, |c| c.sids.as_ref().and_then(|s| s.get(&sid).copied()));
             match (id, max) {
                 (Some(id), Some(max)) if max > 0 => shard.set_max(id, max),
                 (Some(id), _) => shard.unsubscribe(id),

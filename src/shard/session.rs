@@ -57,6 +57,84 @@ pub struct SessionSub {
     pub options: SubscriptionOptions,
 }
 
+/// A session's subscriptions by filter. Most devices hold a handful, so up to
+/// [`SubTable::FEW`] live in a vector searched in order (about 64 bytes each instead of a hash
+/// table's 4-bucket minimum of about 280); beyond that they move to a hash map.
+#[derive(Debug)]
+pub enum SubTable {
+    /// Few subscriptions, in insertion order.
+    Few(Vec<(Bytes, SessionSub)>),
+    /// Many subscriptions.
+    Many(Box<AHashMap<Bytes, SessionSub>>),
+}
+
+impl Default for SubTable {
+    fn default() -> Self {
+        SubTable::Few(Vec::new())
+    }
+}
+
+impl SubTable {
+    /// Most subscriptions kept in the vector form.
+    pub const FEW: usize = 16;
+
+    /// Sets the subscription of `filter`; returns the one it replaces.
+    pub fn insert(&mut self, filter: Bytes, sub: SessionSub) -> Option<SessionSub> {
+        match self {
+            SubTable::Few(few) => {
+                if let Some((_, old)) = few.iter_mut().find(|(f, _)| *f == filter) {
+                    return Some(std::mem::replace(old, sub));
+                }
+                if few.len() < Self::FEW {
+                    // One at a time: a first push would reserve room for four.
+                    few.reserve_exact(1);
+                    few.push((filter, sub));
+                    return None;
+                }
+                let mut many: AHashMap<Bytes, SessionSub> = few.drain(..).collect();
+                many.insert(filter, sub);
+                *self = SubTable::Many(Box::new(many));
+                None
+            }
+            SubTable::Many(many) => many.insert(filter, sub),
+        }
+    }
+
+    /// Removes the subscription of `filter`.
+    pub fn remove(&mut self, filter: &[u8]) -> Option<SessionSub> {
+        match self {
+            SubTable::Few(few) => {
+                let at = few.iter().position(|(f, _)| f == filter)?;
+                Some(few.remove(at).1)
+            }
+            SubTable::Many(many) => many.remove(filter),
+        }
+    }
+
+    /// Every subscription.
+    pub fn values(&self) -> impl Iterator<Item = &SessionSub> {
+        let (few, many) = match self {
+            SubTable::Few(few) => (Some(few), None),
+            SubTable::Many(many) => (None, Some(many)),
+        };
+        let few = few.into_iter().flatten().map(|(_, sub)| sub);
+        few.chain(many.into_iter().flat_map(|many| many.values()))
+    }
+
+    /// Number of subscriptions.
+    pub fn len(&self) -> usize {
+        match self {
+            SubTable::Few(few) => few.len(),
+            SubTable::Many(many) => many.len(),
+        }
+    }
+
+    /// True if there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The state of one MQTT session.
 #[derive(Debug)]
 pub struct Session {
@@ -67,7 +145,7 @@ pub struct Session {
     /// Protocol version of the current (or last) connection.
     pub version: Version,
     /// Subscriptions by filter.
-    pub subs: AHashMap<Bytes, SessionSub>,
+    pub subs: SubTable,
     /// Outgoing deliveries sent and not acknowledged, oldest first.
     pub inflight: VecDeque<Inflight>,
     /// Deliveries waiting for the window, oldest first.
@@ -81,7 +159,7 @@ pub struct Session {
     /// When an offline session ends.
     pub expires_at: Option<Instant>,
     /// The will of the current connection; after an unclean close, while its delay runs.
-    pub will: Option<Will>,
+    pub will: Option<Box<Will>>,
     /// When a delayed will is published.
     pub will_at: Option<Instant>,
     /// The client's Receive Maximum, capped by `mqtt.max_inflight`.
@@ -90,8 +168,8 @@ pub struct Session {
     pub max_packet: u32,
     /// Topic Alias Maximum the client accepts from the broker.
     pub alias_max: u16,
-    /// Topics the broker has given aliases on this connection.
-    pub aliases: AHashMap<Bytes, u16>,
+    /// Topics the broker has given aliases on this connection (allocated on the first).
+    pub aliases: Option<Box<AHashMap<Bytes, u16>>>,
 }
 
 impl Session {
@@ -101,7 +179,7 @@ impl Session {
             client_id,
             conn: None,
             version,
-            subs: AHashMap::new(),
+            subs: SubTable::default(),
             inflight: VecDeque::new(),
             queue: VecDeque::new(),
             incoming_qos2: SmallVec::new(),
@@ -113,7 +191,7 @@ impl Session {
             window: 1,
             max_packet: u32::MAX,
             alias_max: 0,
-            aliases: AHashMap::new(),
+            aliases: None,
         }
     }
 

@@ -1,0 +1,199 @@
+//! Dormant MQTT connections (quiet for `mqtt.dormant_after_ms`: no tasks, no buffers, the
+//! socket in an epoll set) must behave exactly like live ones: they receive deliveries (from
+//! MQTT and NATS), publish, answer PINGREQ, are cut at 1.5 x keep alive, can be taken over,
+//! publish their will when the client vanishes, and do not hold up shutdown. Each test checks
+//! through the broker's counters that the connection really was dormant at the step under test.
+//!
+//! The broker runs in this process so its counters can be read (isthmus only).
+
+mod common;
+
+use std::time::Duration;
+
+use common::mqtt::*;
+use common::within;
+use isthmus::config::Config;
+use isthmus::protocol::mqtt::packet::*;
+use isthmus::stats::ShardStats;
+
+const TEST_LIMIT: Duration = Duration::from_secs(20);
+const DORMANT_AFTER_MS: u64 = 300;
+
+fn broker(shards: usize) -> isthmus::serve::Running {
+    let mut config = Config::default();
+    config.server.shards = shards;
+    config.server.pin_cores = false;
+    config.nats.listen = "127.0.0.1:0".parse().unwrap();
+    config.mqtt.listen = "127.0.0.1:0".parse().unwrap();
+    config.mqtt.dormant_after_ms = DORMANT_AFTER_MS;
+    isthmus::serve::start(config).expect("start broker")
+}
+
+fn counter(
+    running: &isthmus::serve::Running,
+    field: fn(&ShardStats) -> &std::sync::atomic::AtomicU64,
+) -> u64 {
+    running.stats.iter().map(|s| ShardStats::get(field(s))).sum()
+}
+
+/// Waits until `n` connections are dormant (a sweep runs every 250 ms).
+async fn until_dormant(running: &isthmus::serve::Running, n: u64) {
+    let started = std::time::Instant::now();
+    while counter(running, |s| &s.mqtt_dormant) < n {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{} of {n} connections went dormant",
+            counter(running, |s| &s.mqtt_dormant)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn skip() -> bool {
+    if common::peer() != common::Peer::Isthmus {
+        eprintln!("note: in-process isthmus test; skipped with ISTHMUS_TEST_PEER set");
+        return true;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dormant_subscribers_get_mqtt_and_nats_deliveries_and_dormant_publishers_publish() {
+    if skip() {
+        return;
+    }
+    let running = broker(2);
+    let addr = running.mqtt_addr().to_string();
+    let nats = async_nats::connect(running.nats_addr().to_string()).await.unwrap();
+    within(TEST_LIMIT, async {
+        // Client ids chosen so that both shards hold dormant sessions.
+        let mut subs = Vec::new();
+        for i in 0..4 {
+            let (mut sub, _) =
+                RawMqtt::connect_as(&addr, Version::V5_0, &format!("sleepy-sub-{i}"), true).await;
+            assert_eq!(sub.subscribe("dorm/+/cmd", QoS::AtLeastOnce).await, vec![ReasonCode(1)]);
+            subs.push(sub);
+        }
+        let (mut publisher, _) =
+            RawMqtt::connect_as(&addr, Version::V3_1_1, "sleepy-pub", true).await;
+        until_dormant(&running, 5).await;
+        let woken = counter(&running, |s| &s.mqtt_woken);
+
+        // A dormant publisher publishes at QoS 1 (and gets its PUBACK); dormant subscribers get it.
+        publisher.publish("dorm/a/cmd", QoS::AtLeastOnce, b"from mqtt").await;
+        for sub in &mut subs {
+            let publish = sub.expect_publish(PACKET_TIMEOUT).await;
+            assert_eq!(&publish.payload[..], b"from mqtt");
+            assert_eq!(publish.qos, QoS::AtLeastOnce);
+            sub.send(&Packet::PubAck(ack(publish.packet_id))).await;
+        }
+        assert!(counter(&running, |s| &s.mqtt_woken) >= woken + 5, "not woken from dormancy");
+
+        // Dormant again, then a NATS publish wakes them by output alone.
+        until_dormant(&running, 5).await;
+        nats.publish("dorm.b.cmd", "from nats".into()).await.unwrap();
+        nats.flush().await.unwrap();
+        for sub in &mut subs {
+            let publish = sub.expect_publish(PACKET_TIMEOUT).await;
+            assert_eq!(&publish.topic[..], b"dorm/b/cmd");
+            assert_eq!(&publish.payload[..], b"from nats");
+            sub.send(&Packet::PubAck(ack(publish.packet_id))).await;
+        }
+
+        // PINGREQ on a dormant connection.
+        until_dormant(&running, 5).await;
+        publisher.send(&Packet::PingReq).await;
+        assert!(matches!(publisher.expect_packet(PACKET_TIMEOUT).await, Packet::PingResp));
+        for sub in subs {
+            sub.disconnect().await;
+        }
+        publisher.disconnect().await;
+    })
+    .await;
+    running.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dormant_connection_is_cut_at_one_and_a_half_keep_alive() {
+    if skip() {
+        return;
+    }
+    let running = broker(1);
+    let addr = running.mqtt_addr().to_string();
+    within(TEST_LIMIT, async {
+        let mut connect = connect_packet(Version::V5_0, "sleepy-ka", true);
+        connect.keep_alive_seconds = 1;
+        let (mut raw, _) = RawMqtt::handshake(&addr, connect).await;
+        let started = std::time::Instant::now();
+        until_dormant(&running, 1).await;
+        raw.expect_disconnect(ReasonCode::KEEP_ALIVE_TIMEOUT.0).await;
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(1400), "cut after {waited:?}");
+        assert!(waited < Duration::from_millis(2500), "cut only after {waited:?}");
+        assert_eq!(counter(&running, |s| &s.stale_connections), 1);
+    })
+    .await;
+    running.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dormant_session_is_taken_over_and_a_vanished_client_leaves_its_will() {
+    if skip() {
+        return;
+    }
+    let running = broker(2);
+    let addr = running.mqtt_addr().to_string();
+    within(TEST_LIMIT, async {
+        let (mut watcher, _) = RawMqtt::connect_as(&addr, Version::V5_0, "watcher", true).await;
+        watcher.subscribe("wills/#", QoS::AtMostOnce).await;
+
+        let (mut old, _) = RawMqtt::connect_as(&addr, Version::V5_0, "sleepy-twin", false).await;
+        old.subscribe("twin/cmd", QoS::AtLeastOnce).await;
+        until_dormant(&running, 2).await;
+        let (new, connack) = RawMqtt::connect_as(&addr, Version::V5_0, "sleepy-twin", false).await;
+        assert!(connack.session_present, "the dormant session was not resumed");
+        old.expect_disconnect(ReasonCode::SESSION_TAKEN_OVER.0).await;
+        assert_eq!(counter(&running, |s| &s.mqtt_takeovers), 1);
+        new.disconnect().await;
+
+        let mut connect = connect_packet(Version::V3_1_1, "sleepy-will", true);
+        connect.will = Some(Will {
+            topic: "wills/sleepy".into(),
+            payload: "gone".into(),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: WillProperties::default(),
+        });
+        let (vanishing, _) = RawMqtt::handshake(&addr, connect).await;
+        until_dormant(&running, 2).await;
+        drop(vanishing);
+        let will = watcher.expect_publish(PACKET_TIMEOUT).await;
+        assert_eq!(&will.topic[..], b"wills/sleepy");
+        assert_eq!(&will.payload[..], b"gone");
+        watcher.disconnect().await;
+    })
+    .await;
+    running.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_dormant_connections() {
+    if skip() {
+        return;
+    }
+    let running = broker(2);
+    let addr = running.mqtt_addr().to_string();
+    let mut clients = Vec::new();
+    for i in 0..20 {
+        clients.push(
+            RawMqtt::connect_as(&addr, Version::V3_1_1, &format!("sleepy-{i}"), true).await.0,
+        );
+    }
+    until_dormant(&running, 20).await;
+    let started = std::time::Instant::now();
+    running.stop();
+    assert!(started.elapsed() < Duration::from_secs(2), "stop took {:?}", started.elapsed());
+    for mut client in clients {
+        client.expect_closed(PACKET_TIMEOUT).await;
+    }
+}
