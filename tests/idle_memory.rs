@@ -113,7 +113,11 @@ fn broker() -> isthmus::serve::Running {
     config.server.pin_cores = false;
     config.nats.listen = "127.0.0.1:0".parse().unwrap();
     config.mqtt.listen = "127.0.0.1:0".parse().unwrap();
-    config.mqtt.dormant_after_ms = 300;
+    // ISTHMUS_IDLE_DORMANT_MS=0 measures connections that stay live (then the bounds fail).
+    config.mqtt.dormant_after_ms = std::env::var("ISTHMUS_IDLE_DORMANT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
     isthmus::serve::start(config).unwrap()
 }
 
