@@ -73,11 +73,22 @@ impl Needs {
         }
     }
 
-    /// Locked memory the shards register: `io_memory_bytes` with three rings per executor
-    /// (shared/DECISIONS.md §5, and `serve::check_memlock`), never below glommio's floor.
-    pub fn memlock_bytes(&self) -> u64 {
-        let registered = self.io_memory_bytes * IO_URING_RINGS_PER_SHARD * self.shards as u64;
-        registered.max(GLOMMIO_MEMLOCK_BYTES_MIN)
+    /// Locked memory the shards' buffer registrations are charged: `io_memory_bytes` with each
+    /// of three rings per executor (shared/DECISIONS.md §5), never below glommio's floor.
+    ///
+    /// With `heap_huge_page_bytes` (the heap may sit on transparent huge pages) the kernel
+    /// charges every huge page the buffer touches, whole: measured on Linux 6.18 as an
+    /// unprivileged user, a shard pinned 6 MiB (3 x 2 MiB) with io_memory_bytes of 16 KiB,
+    /// 128 KiB and 1 MiB, and with 2 MiB one shard did not fit 8 MiB; with
+    /// MIMALLOC_ALLOW_THP=0 two shards pinned 768 KiB (tuning/results/2026-12-01-tuning.md).
+    pub fn memlock_bytes(&self, heap_huge_page_bytes: Option<u64>) -> u64 {
+        let per_ring = match heap_huge_page_bytes {
+            None => self.io_memory_bytes.div_ceil(PAGE_BYTES) * PAGE_BYTES,
+            Some(huge) if self.io_memory_bytes <= huge / 2 => huge,
+            // A larger buffer may start part-way into a huge page and end in one more.
+            Some(huge) => (self.io_memory_bytes.div_ceil(huge) + 1) * huge,
+        };
+        (per_ring * IO_URING_RINGS_PER_SHARD * self.shards as u64).max(GLOMMIO_MEMLOCK_BYTES_MIN)
     }
 
     /// Descriptors the broker holds: one per connection plus listeners, rings and files.
@@ -134,6 +145,11 @@ pub struct Host {
     pub clocksource: Option<String>,
     /// The selected transparent hugepage mode (`always`, `madvise`, `never`).
     pub transparent_hugepages: Option<String>,
+    /// The PMD huge page size (`hpage_pmd_size`).
+    pub huge_page_bytes: Option<u64>,
+    /// `MIMALLOC_ALLOW_THP` in this process's environment does not turn huge pages off. mimalloc
+    /// (the broker's allocator) then madvises its arenas for huge pages.
+    pub mimalloc_thp: bool,
     /// Active swap areas in `/proc/swaps`.
     pub swap_areas: usize,
     /// Device-backed network interfaces.
@@ -196,6 +212,11 @@ impl Host {
             ),
             transparent_hugepages: read_value("/sys/kernel/mm/transparent_hugepage/enabled")
                 .and_then(|modes| selected_mode(&modes)),
+            huge_page_bytes: read_value("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size")
+                .and_then(|size| size.parse().ok()),
+            mimalloc_thp: std::env::var("MIMALLOC_ALLOW_THP").map_or(true, |value| {
+                !["0", "false", "off", "no"].contains(&value.to_ascii_lowercase().as_str())
+            }),
             swap_areas: std::fs::read_to_string("/proc/swaps")
                 .map(|swaps| swaps.lines().skip(1).filter(|l| !l.trim().is_empty()).count())
                 .unwrap_or(0),
@@ -341,6 +362,9 @@ const GLOMMIO_MEMLOCK_BYTES_MIN: u64 = 512 * 1024;
 /// Rings per glommio executor that register `io_memory` (main, poll, latency).
 const IO_URING_RINGS_PER_SHARD: u64 = 3;
 
+/// The base page size the kernel pins registered buffers in.
+const PAGE_BYTES: u64 = 4096;
+
 /// Descriptors beyond one per connection: listeners, io_uring rings, eventfds, storage files.
 const DESCRIPTORS_SPARE: u64 = 1024;
 
@@ -376,8 +400,9 @@ const HINT_IO_URING: &str = "sysctl -w kernel.io_uring_disabled=0, or 1 with the
 const HINT_SECCOMP: &str = "a seccomp filter is active (container runtime or systemd \
      SystemCallFilter=); make sure it allows io_uring_setup, io_uring_enter and \
      io_uring_register";
-const HINT_MEMLOCK: &str = "LimitMEMLOCK=infinity or AmbientCapabilities=CAP_IPC_LOCK (systemd), \
-     or lower server.io_memory_bytes; the charge is per user, over all its processes";
+const HINT_MEMLOCK: &str = "LimitMEMLOCK=infinity or AmbientCapabilities=CAP_IPC_LOCK (systemd); \
+     or MIMALLOC_ALLOW_THP=0 in the broker's environment, so that buffers are charged by the \
+     4 KiB page; the charge is per user, over all its processes";
 const HINT_NOFILE: &str = "LimitNOFILE= (systemd) or `ulimit -n` / limits.conf nofile";
 const HINT_FILE_MAX: &str = "sysctl -w fs.file-max=N (in /etc/sysctl.d/)";
 const HINT_NR_OPEN: &str = "sysctl -w fs.nr_open=N before raising the hard RLIMIT_NOFILE";
@@ -458,9 +483,12 @@ fn seccomp(host: &Host) -> Row {
 }
 
 fn memlock(host: &Host, needs: &Needs) -> Row {
-    let needed = needs.memlock_bytes();
+    let huge = heap_huge_page_bytes(host);
+    let needed = needs.memlock_bytes(huge);
+    let per_ring =
+        if huge.is_some() { "io_memory_bytes in whole huge pages" } else { "io_memory_bytes" };
     let recommended = format!(
-        ">= {}: {} shards x 3 rings x io_memory_bytes; or CAP_IPC_LOCK",
+        ">= {}: {} shards x 3 rings x {per_ring}; or CAP_IPC_LOCK",
         size(needed),
         needs.shards
     );
@@ -482,6 +510,17 @@ fn memlock(host: &Host, needs: &Needs) -> Row {
         Status::Warn
     };
     row("RLIMIT_MEMLOCK", current, recommended, status, HINT_MEMLOCK)
+}
+
+/// The huge page size when the broker's heap, and so its io_memory buffers, may sit on
+/// transparent huge pages: THP not `never`, and mimalloc allowed to ask for them.
+fn heap_huge_page_bytes(host: &Host) -> Option<u64> {
+    let thp = host.transparent_hugepages.as_deref().is_some_and(|mode| mode != "never");
+    if thp && host.mimalloc_thp {
+        host.huge_page_bytes
+    } else {
+        None
+    }
 }
 
 fn nofile(host: &Host, needs: &Needs) -> [Row; 2] {
@@ -882,6 +921,8 @@ mod tests {
             governors: vec!["performance".into()],
             clocksource: Some("tsc".into()),
             transparent_hugepages: Some("madvise".into()),
+            huge_page_bytes: Some(2 << 20),
+            mimalloc_thp: false,
             swap_areas: 0,
             nics: vec![Nic { name: "eth0".into(), rx_queues: 2, tx_queues: 2, rps: false }],
             irqbalance: false,
@@ -964,8 +1005,22 @@ mod tests {
         let mut host = tuned();
         let mut needs = needs();
         // 2 shards x 3 rings x 128 KiB = 768 KiB fits 8 MiB.
-        assert_eq!(needs.memlock_bytes(), 768 * 1024);
+        assert_eq!(needs.memlock_bytes(None), 768 * 1024);
         assert_eq!(status(&rows(&host, &needs), "RLIMIT_MEMLOCK"), Status::Ok);
+        // On huge pages each ring is charged a whole 2 MiB page: 12 MiB does not fit.
+        host.mimalloc_thp = true;
+        assert_eq!(needs.memlock_bytes(Some(2 << 20)), 12 << 20);
+        assert_eq!(status(&rows(&host, &needs), "RLIMIT_MEMLOCK"), Status::Warn);
+        needs.shards = 1;
+        assert_eq!(status(&rows(&host, &needs), "RLIMIT_MEMLOCK"), Status::Ok);
+        // A 2 MiB buffer touches two huge pages: 1 shard needs 12 MiB.
+        needs.io_memory_bytes = 2 << 20;
+        assert_eq!(needs.memlock_bytes(Some(2 << 20)), 12 << 20);
+        host.transparent_hugepages = Some("never".into());
+        assert_eq!(status(&rows(&host, &needs), "RLIMIT_MEMLOCK"), Status::Ok);
+        host.mimalloc_thp = false;
+        host.transparent_hugepages = Some("madvise".into());
+        needs.shards = 2;
         needs.io_memory_bytes = 10 << 20;
         assert_eq!(status(&rows(&host, &needs), "RLIMIT_MEMLOCK"), Status::Warn);
         host.capabilities = Some(1 << CAP_IPC_LOCK);
