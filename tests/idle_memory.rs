@@ -114,10 +114,8 @@ fn broker() -> isthmus::serve::Running {
     config.nats.listen = "127.0.0.1:0".parse().unwrap();
     config.mqtt.listen = "127.0.0.1:0".parse().unwrap();
     // ISTHMUS_IDLE_DORMANT_MS=0 measures connections that stay live (then the bounds fail).
-    config.mqtt.dormant_after_ms = std::env::var("ISTHMUS_IDLE_DORMANT_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(300);
+    config.mqtt.dormant_after_ms =
+        std::env::var("ISTHMUS_IDLE_DORMANT_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
     isthmus::serve::start(config).unwrap()
 }
 

@@ -202,7 +202,7 @@ fn memory(out: &mut String, mut y: f64, runs: &[Run], brokers: &[&str]) -> f64 {
         return y;
     }
     y = heading(out, y, "Broker memory per idle connection, KiB (steady rounds; median)");
-    let value = |r: &Run| r.measurement.memory.as_ref().map(|m| m.steady_kib()).unwrap_or(0.0);
+    let value = |r: &Run| r.measurement.memory.as_ref().map(|m| m.total_kib()).unwrap_or(0.0);
     let best = measured.iter().map(|r| value(r)).fold(0.0, f64::max);
     for label in distinct(measured.iter().map(|r| r.label.as_str())) {
         let top = y;

@@ -90,6 +90,7 @@ impl Measurement {
                 m.kib_per_connection.iter().map(|k| round(*k, 2).into()).collect();
             results.insert("kib_per_connection".into(), rounds.into());
             results.insert("steady_kib_per_connection".into(), round(m.steady_kib(), 2).into());
+            results.insert("total_kib_per_connection".into(), round(m.total_kib(), 2).into());
             results.insert("rss_before_kib".into(), m.rss_before_kib.into());
             results.insert("rss_after_kib".into(), m.rss_after_kib.into());
         }
@@ -168,6 +169,14 @@ impl Memory {
             &self.kib_per_connection[..]
         };
         median(later.to_vec()).unwrap_or(0.0)
+    }
+
+    /// The all-in cost: the whole RSS growth over every connection opened, one-time growth
+    /// included. Brokers that hold more per connection while it is new (Isthmus until its
+    /// connections go dormant) show it here and not in [`Memory::steady_kib`].
+    pub fn total_kib(&self) -> f64 {
+        let opened = self.connections * self.kib_per_connection.len() as u64;
+        (self.rss_after_kib as f64 - self.rss_before_kib as f64) / opened.max(1) as f64
     }
 }
 

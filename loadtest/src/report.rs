@@ -73,7 +73,7 @@ pub fn table(runs: &[Run]) -> String {
         let memory = m.memory.as_ref().map_or("-".into(), |mem| {
             let rounds: Vec<String> =
                 mem.kib_per_connection.iter().map(|k| format!("{k:.1}")).collect();
-            format!("{:.2} ({})", mem.steady_kib(), rounds.join(", "))
+            format!("{:.2} all-in ({})", mem.total_kib(), rounds.join(", "))
         });
         // Parameters, then further results such as delivered_qos_max.
         let parameters: Vec<String> = m

@@ -188,6 +188,8 @@ async fn read_connect(shard: &Shard, stream: &mut TcpStream) -> Option<(Box<Conn
         })
         .await;
         match read {
+            // Copied, not read into `buf` directly: `buf` stays the size of what arrived, and
+            // the session's client id points into it for as long as the session lives.
             Some(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
             _ => return None,
         }
