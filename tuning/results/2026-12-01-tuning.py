@@ -15,6 +15,8 @@ from collections import defaultdict
 
 
 def scenario(run):
+    if run["scenario"] == "connection-storm":
+        return f"storm {run['connections']} x{run['concurrency']}"
     if run["scenario"] == "nats-latency":
         return f"latency {run['rate']}/s"
     return f"pubsub {run['publishers']}->{run['subscribers']}"
@@ -41,6 +43,12 @@ def main(path, prefixes):
         if run["scenario"] == "broker-memory":
             values[("broker after the runs", "RSS KiB", run["variant"])].append(run["rss_kib"])
             values[("broker after the runs", "pinned KiB", run["variant"])].append(run["pinned_kib"])
+            continue
+        if run["scenario"] == "connection-storm":
+            values[(scenario(run), "conns/s", run["variant"])].append(run["per_s"])
+            values[(scenario(run), "p99", run["variant"])].append(run["p99_us"])
+            values[(scenario(run), "max", run["variant"])].append(run["max_us"])
+            values[(scenario(run), "failed", run["variant"])].append(run["expected"] - run["delivered"])
             continue
         if run["scenario"] == "nats-latency":
             values[(scenario(run), "p50", run["variant"])].append(run["p50_us"])
@@ -75,6 +83,8 @@ def main(path, prefixes):
 def fmt(x, figure):
     if figure == "msgs/s":
         return f"{x / 1e6:.2f}M"
+    if figure == "conns/s":
+        return f"{x / 1e3:.1f}k"
     return f"{x:.0f}"
 
 
