@@ -274,13 +274,7 @@ pub fn rows(host: &Host, needs: &Needs) -> Vec<Row> {
         HINT_FIN_TIMEOUT,
     ));
     for name in ["net.core.rmem_max", "net.core.wmem_max"] {
-        rows.push(at_least(
-            host,
-            name,
-            SOCKET_BUFFER_BYTES_MAX_MIN,
-            "EMQX; fat NATS links",
-            HINT_BUFFER_MAX,
-        ));
+        rows.push(unused_by_isthmus(host, name));
     }
     for name in ["net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem"] {
         rows.push(tcp_buffers(host, name));
@@ -381,8 +375,9 @@ const LOCAL_PORTS_MIN: u64 = 60_000;
 /// EMQX's `tcp_fin_timeout`.
 const FIN_TIMEOUT_S_MAX: u64 = 15;
 
-/// EMQX's `rmem_max`/`wmem_max` and the `tcp_rmem`/`tcp_wmem` maximum.
-const SOCKET_BUFFER_BYTES_MAX_MIN: u64 = 16 * 1024 * 1024;
+/// Smallest `tcp_rmem`/`tcp_wmem` maximum: the kernel's own `tcp_wmem` default, which holds
+/// the bandwidth-delay product of 10 Gbit/s at 3 ms. EMQX sets 16 MiB, for longer links.
+const SOCKET_BUFFER_BYTES_MAX_MIN: u64 = 4 * 1024 * 1024;
 
 /// EMQX's `netdev_max_backlog`.
 const NETDEV_BACKLOG_MIN: u64 = 16384;
@@ -413,8 +408,8 @@ const HINT_PORT_RANGE: &str = "on hosts that open many connections (loadtest, br
      addresses";
 const HINT_TW_REUSE: &str = "sysctl -w net.ipv4.tcp_tw_reuse=2 (loopback) or 1 (not behind NAT)";
 const HINT_FIN_TIMEOUT: &str = "sysctl -w net.ipv4.tcp_fin_timeout=15";
-const HINT_BUFFER_MAX: &str = "sysctl -w net.core.rmem_max=16777216 net.core.wmem_max=16777216";
-const HINT_TCP_BUFFERS: &str = "sysctl -w net.ipv4.tcp_rmem='4096 131072 16777216' (and tcp_wmem)";
+const HINT_TCP_BUFFERS: &str = "sysctl -w net.ipv4.tcp_rmem='4096 131072 6291456' (and tcp_wmem); \
+     16777216 (EMQX) for NATS links with long round trips";
 const HINT_NETDEV_BACKLOG: &str = "sysctl -w net.core.netdev_max_backlog=16384";
 const HINT_CONNTRACK: &str = "sysctl -w net.netfilter.nf_conntrack_max=N, or no conntrack rules \
      on the broker's ports";
@@ -576,10 +571,19 @@ fn tw_reuse(host: &Host) -> Row {
 }
 
 fn tcp_buffers(host: &Host, name: &'static str) -> Row {
-    let Some(value) = host.sysctls.get(name) else { return absent(name, "max >= 16777216") };
+    let recommended = "min default max, max >= 4194304; 16777216 (EMQX) for long round trips";
+    let Some(value) = host.sysctls.get(name) else { return absent(name, recommended) };
     let max = value.split(' ').nth(2).and_then(|max| max.parse::<u64>().ok()).unwrap_or(0);
     let status = if max >= SOCKET_BUFFER_BYTES_MAX_MIN { Status::Ok } else { Status::Warn };
-    row(name, value.clone(), "min default max, max >= 16777216 (EMQX)", status, HINT_TCP_BUFFERS)
+    row(name, value.clone(), recommended, status, HINT_TCP_BUFFERS)
+}
+
+/// A row shown for completeness: Isthmus sets no SO_RCVBUF/SO_SNDBUF, so these caps do not
+/// apply to its sockets (kernel autotuning is bounded by `tcp_rmem`/`tcp_wmem` instead).
+fn unused_by_isthmus(host: &Host, name: &'static str) -> Row {
+    let recommended = "any: caps SO_RCVBUF/SO_SNDBUF, which Isthmus does not set (EMQX: 16777216)";
+    let Some(value) = host.sysctls.get(name) else { return absent(name, recommended) };
+    row(name, value.clone(), recommended, Status::Ok, "")
 }
 
 fn conntrack(host: &Host, needs: &Needs) -> Row {
@@ -949,7 +953,7 @@ mod tests {
             ("net.ipv4.ip_local_port_range", "32768 60999"),
             ("net.ipv4.tcp_tw_reuse", "0"),
             ("net.ipv4.tcp_fin_timeout", "60"),
-            ("net.ipv4.tcp_rmem", "4096 131072 6291456"),
+            ("net.ipv4.tcp_rmem", "4096 131072 2097152"),
             ("vm.swappiness", "60"),
         ] {
             host.sysctls.insert(key, value.into());
