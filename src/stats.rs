@@ -67,6 +67,8 @@ pub struct ShardStats {
     pub mqtt_dormant: AtomicU64,
     /// Times a dormant MQTT connection was woken (by input, output or its close).
     pub mqtt_woken: AtomicU64,
+    /// PINGREQs answered for dormant MQTT connections without waking them.
+    pub mqtt_dormant_pings: AtomicU64,
 }
 
 impl ShardStats {

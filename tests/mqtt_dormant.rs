@@ -197,3 +197,45 @@ async fn shutdown_closes_dormant_connections() {
         client.expect_closed(PACKET_TIMEOUT).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_pings_are_answered_without_waking_and_other_input_still_wakes() {
+    if skip() {
+        return;
+    }
+    let running = broker(1);
+    let addr = running.mqtt_addr().to_string();
+    within(TEST_LIMIT, async {
+        let (mut watcher, _) =
+            RawMqtt::connect_as(&addr, Version::V5_0, "ping-watcher", true).await;
+        watcher.subscribe("pinger/+", QoS::AtMostOnce).await;
+        let mut connect = connect_packet(Version::V3_1_1, "pinger", true);
+        connect.keep_alive_seconds = 1;
+        let (mut device, _) = RawMqtt::handshake(&addr, connect).await;
+        until_dormant(&running, 2).await;
+        let woken = counter(&running, |s| &s.mqtt_woken);
+        // 3 s of pings every 0.5 s: twice the 1.5 s keep-alive deadline, so the answers must
+        // also count as traffic.
+        for _ in 0..6 {
+            device.send(&Packet::PingReq).await;
+            assert!(matches!(device.expect_packet(PACKET_TIMEOUT).await, Packet::PingResp));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert_eq!(counter(&running, |s| &s.mqtt_woken), woken, "a PINGREQ woke the connection");
+        assert!(counter(&running, |s| &s.mqtt_dormant_pings) >= 6);
+        assert_eq!(counter(&running, |s| &s.stale_connections), 0);
+        // A PINGREQ and a PUBLISH in one write: the PUBLISH wakes it and is routed.
+        let mut both = encoded(&Packet::PingReq, Version::V3_1_1);
+        let publish = publish_packet("pinger/data", QoS::AtMostOnce, 0, b"awake");
+        both.extend(encoded(&Packet::Publish(publish), Version::V3_1_1));
+        device.send_bytes(&both).await;
+        assert!(matches!(device.expect_packet(PACKET_TIMEOUT).await, Packet::PingResp));
+        let seen = watcher.expect_publish(PACKET_TIMEOUT).await;
+        assert_eq!(&seen.payload[..], b"awake");
+        assert!(counter(&running, |s| &s.mqtt_woken) > woken);
+        device.disconnect().await;
+        watcher.disconnect().await;
+    })
+    .await;
+    running.stop();
+}

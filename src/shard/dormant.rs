@@ -100,6 +100,18 @@ impl Dormancy {
             unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, &mut event) };
     }
 
+    /// Reports `fd` once more when it turns readable (after [`Dormancy::watch`] reported it).
+    #[allow(unsafe_code)]
+    pub fn rearm(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        let events = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLONESHOT) as u32;
+        let mut event = libc::epoll_event { events, u64: token };
+        // SAFETY: both descriptors are open; `event` lives across the call.
+        check(unsafe {
+            libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_MOD, fd, &mut event)
+        })
+        .map(drop)
+    }
+
     /// Tokens of the connections found readable since the last call.
     pub fn take_woken(&self) -> crossbeam_channel::TryIter<'_, u64> {
         self.woken.try_iter()
@@ -160,4 +172,40 @@ fn wait_loop(
             let _ = (&*poke).write(&[1]);
         }
     }
+}
+
+/// What a non-blocking read of a dormant socket found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Input {
+    /// These many bytes were read into the buffer.
+    Bytes(usize),
+    /// Nothing to read after all (a spurious report).
+    Nothing,
+    /// End of stream or an error: the connection is going away.
+    Closed,
+}
+
+/// Reads what is waiting on a dormant socket, without blocking.
+#[allow(unsafe_code)]
+pub fn read_now(fd: RawFd, buf: &mut [u8]) -> Input {
+    // SAFETY: `buf` is valid for writes of its length for the duration of the call.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    match n {
+        0 => Input::Closed,
+        n if n > 0 => Input::Bytes(n as usize),
+        _ => match io::Error::last_os_error().kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Input::Nothing,
+            _ => Input::Closed,
+        },
+    }
+}
+
+/// Writes as much of `bytes` as the socket takes now; returns how much that was.
+#[allow(unsafe_code)]
+pub fn write_now(fd: RawFd, bytes: &[u8]) -> usize {
+    // SAFETY: `bytes` is valid for reads of its length for the duration of the call.
+    let n = unsafe {
+        libc::send(fd, bytes.as_ptr().cast(), bytes.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+    };
+    n.max(0) as usize
 }

@@ -446,26 +446,74 @@ pub async fn dormant_loop(shard: Rc<Shard>, pair: std::os::unix::net::UnixStream
             local.await;
         }
         if let Some(dormancy) = shard.dormancy.get() {
-            let mut to_wake = shard.to_wake.borrow_mut();
-            let conns = shard.conns.borrow();
-            for token in dormancy.take_woken() {
+            let readable: SmallVec<[u64; 16]> = dormancy.take_woken().collect();
+            for token in readable {
                 let (slot, cid) = super::dormant::untoken(token);
-                if let Some(c) = conns.get(slot as usize) {
-                    if c.cid as u32 == cid && c.dormant.is_some() && !c.wake_queued {
-                        to_wake.push(slot);
-                    }
+                let current =
+                    shard.conns.borrow().get(slot as usize).is_some_and(|c| {
+                        c.cid as u32 == cid && c.dormant.is_some() && !c.wake_queued
+                    });
+                if current {
+                    dormant_input(&shard, dormancy, slot, token);
                 }
             }
         }
         let slots = std::mem::take(&mut *shard.to_wake.borrow_mut());
         for slot in slots {
-            wake_up(&shard, slot);
+            wake_up(&shard, slot, BytesMut::new());
         }
     }
 }
 
-/// Gives a dormant connection its socket and tasks back.
-fn wake_up(shard: &Rc<Shard>, slot: u32) {
+/// Most bytes read from a dormant socket to see whether it only sent PINGREQs.
+const DORMANT_READ_BYTES: usize = 128;
+
+/// Input on a dormant connection. Keep-alive PINGREQs, most of what an idle device sends, are
+/// answered here and the connection stays dormant (without this every ping woke it: a task
+/// pair and buffers for 2 s per keep-alive period). Anything else wakes it, with the bytes
+/// already read.
+fn dormant_input(shard: &Rc<Shard>, dormancy: &super::dormant::Dormancy, slot: u32, token: u64) {
+    use super::dormant::{read_now, write_now, Input};
+    let Some((fd, keep_alive)) = shard.conns.borrow().get(slot as usize).and_then(|c| {
+        c.dormant.as_ref().map(|s| (std::os::fd::AsRawFd::as_raw_fd(&s.fd), s.keep_alive))
+    }) else {
+        return;
+    };
+    let mut bytes = [0u8; DORMANT_READ_BYTES];
+    let n = match read_now(fd, &mut bytes) {
+        Input::Nothing => {
+            if dormancy.rearm(fd, token).is_err() {
+                wake_up(shard, slot, BytesMut::new());
+            }
+            return;
+        }
+        Input::Closed => return wake_up(shard, slot, BytesMut::new()),
+        Input::Bytes(n) => n,
+    };
+    let read = &bytes[..n];
+    if let Some(keep_alive) = keep_alive {
+        shard.with_conn(slot, |c| c.keepalive_deadline = Some(Instant::now() + keep_alive));
+    }
+    let pings = n / 2;
+    if n % 2 == 0 && read.chunks(2).all(|p| p == [0xC0, 0x00]) {
+        let mut answers = [0u8; DORMANT_READ_BYTES];
+        for answer in answers[..n].chunks_mut(2) {
+            answer.copy_from_slice(&[0xD0, 0x00]);
+        }
+        let written = write_now(fd, &answers[..n]);
+        ShardStats::add(&shard.stats.mqtt_dormant_pings, pings as u64);
+        if written == n && dormancy.rearm(fd, token).is_ok() {
+            return;
+        }
+        // The socket took only part (or re-arming failed): the rest goes the usual way.
+        shard.with_conn(slot, |c| c.out.extend_from_slice(&answers[written..n]));
+        return wake_up(shard, slot, BytesMut::new());
+    }
+    wake_up(shard, slot, BytesMut::from(read));
+}
+
+/// Gives a dormant connection its socket and tasks back; `buf` holds input already read.
+fn wake_up(shard: &Rc<Shard>, slot: u32, buf: BytesMut) {
     let sleeper = {
         let mut conns = shard.conns.borrow_mut();
         let Some(c) = conns.get_mut(slot as usize) else { return };
@@ -493,8 +541,7 @@ fn wake_up(shard: &Rc<Shard>, slot: u32) {
     let deadline = Duration::from_millis(shard.config.nats.write_deadline_ms);
     let _ = stream.set_write_timeout(Some(deadline));
     let stream = Rc::new(RefCell::new(stream));
-    glommio::spawn_local(serve_conn(Rc::clone(shard), slot, stream, state, BytesMut::new()))
-        .detach();
+    glommio::spawn_local(serve_conn(Rc::clone(shard), slot, stream, state, buf)).detach();
 }
 
 async fn read_loop(
