@@ -67,13 +67,16 @@ pub fn start(config: Config) -> Result<Running, String> {
     });
     let config = Arc::new(config);
     let mesh: MeshBuilder<MeshItem, _> = MeshBuilder::full(shards, MESH_CHANNEL_BATCHES);
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cpus = allowed_cpus();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let mut handles = Vec::with_capacity(shards);
     let mut stats = Vec::with_capacity(shards);
     for id in 0..shards {
-        let placement =
-            if config.server.pin_cores { Placement::Fixed(id % cpus) } else { Placement::Unbound };
+        let placement = if config.server.pin_cores {
+            Placement::Fixed(cpus[id % cpus.len()])
+        } else {
+            Placement::Unbound
+        };
         let shard_stats = Arc::new(ShardStats::default());
         stats.push(Arc::clone(&shard_stats));
         let (config, identity, mesh, ready) =
@@ -307,6 +310,31 @@ fn reserve_port(addr: SocketAddr) -> Result<(SocketAddr, socket2::Socket), Strin
     probe.set_reuse_port(true).map_err(failed)?;
     let bound = probe.local_addr().map_err(failed)?.as_socket().ok_or("not an IP address")?;
     Ok((bound, probe))
+}
+
+/// The CPUs this process may run on (`taskset`, cgroup cpusets), in order: shard `i` is pinned
+/// to the `i mod n`-th of them. Pinning to ids 0..n-1 instead put shard 0 on CPU 0 under
+/// `taskset -c 1` (seen by the tuning measurements, tuning/results/2026-12-01-tuning.md).
+#[allow(unsafe_code)]
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: `set` is a plain bitmask the kernel fills; its size is passed along.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: as above; pid 0 is this thread, whose mask the process started with.
+    let ok = unsafe { libc::sched_getaffinity(0, size, &mut set) } == 0;
+    let cpus: Vec<usize> = if ok {
+        // SAFETY: `set` was filled by the kernel; CPU_ISSET only reads it.
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if cpus.is_empty() {
+        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        return (0..n).collect();
+    }
+    cpus
 }
 
 fn check_memlock(config: &Config, shards: usize) {

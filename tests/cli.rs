@@ -202,3 +202,41 @@ fn doctor_rows(text: &str) -> std::collections::HashMap<String, Vec<String>> {
         })
         .collect()
 }
+
+/// Under `taskset -c <last cpu>` every shard runs on that CPU, not on CPU `i`: pinning follows
+/// the CPUs the process is allowed, in order.
+#[test]
+fn shards_pin_to_the_cpus_the_process_is_allowed() {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    if cpus < 2 || Command::new("taskset").arg("--version").output().is_err() {
+        eprintln!("note: needs 2 CPUs and taskset; skipped");
+        return;
+    }
+    let last = (cpus - 1).to_string();
+    let mut child = Command::new("taskset")
+        .args(["-c", &last, env!("CARGO_BIN_EXE_isthmus"), "serve", "--shards", "2"])
+        .args(["--nats-listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.starts_with("ready "), "{line:?}");
+    let mut shards = std::collections::BTreeSet::new();
+    for task in std::fs::read_dir(format!("/proc/{}/task", child.id())).unwrap() {
+        let task = task.unwrap().path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if !comm.starts_with("shard-") {
+            continue;
+        }
+        shards.insert(comm.trim().to_string());
+        let status = std::fs::read_to_string(task.join("status")).unwrap();
+        let allowed = status.lines().find(|l| l.starts_with("Cpus_allowed_list:")).unwrap();
+        assert_eq!(allowed.split_whitespace().nth(1), Some(last.as_str()), "{comm}: {allowed}");
+    }
+    // glommio names each executor's threads `shard-<id>-<n>`.
+    assert_eq!(shards.len(), 2, "shard threads found: {shards:?}");
+    child.kill().unwrap();
+    let _ = child.wait();
+}
