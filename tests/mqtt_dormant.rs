@@ -11,29 +11,14 @@ mod common;
 use std::time::Duration;
 
 use common::mqtt::*;
-use common::within;
-use isthmus::config::Config;
+use common::{counter, within};
 use isthmus::protocol::mqtt::packet::*;
-use isthmus::stats::ShardStats;
 
 const TEST_LIMIT: Duration = Duration::from_secs(20);
 const DORMANT_AFTER_MS: u64 = 300;
 
 fn broker(shards: usize) -> isthmus::serve::Running {
-    let mut config = Config::default();
-    config.server.shards = shards;
-    config.server.pin_cores = false;
-    config.nats.listen = "127.0.0.1:0".parse().unwrap();
-    config.mqtt.listen = "127.0.0.1:0".parse().unwrap();
-    config.mqtt.dormant_after_ms = DORMANT_AFTER_MS;
-    isthmus::serve::start(config).expect("start broker")
-}
-
-fn counter(
-    running: &isthmus::serve::Running,
-    field: fn(&ShardStats) -> &std::sync::atomic::AtomicU64,
-) -> u64 {
-    running.stats.iter().map(|s| ShardStats::get(field(s))).sum()
+    common::in_process(shards, &format!("dormant_after_ms = {DORMANT_AFTER_MS}"))
 }
 
 /// Waits until `n` connections are dormant (a sweep runs every 250 ms).

@@ -10,28 +10,14 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use common::mqtt::*;
-use common::within;
-use isthmus::config::Config;
+use common::{counter, within};
 use isthmus::protocol::mqtt::codec::encode;
 use isthmus::protocol::mqtt::packet::*;
-use isthmus::stats::ShardStats;
 
 const TEST_LIMIT: Duration = Duration::from_secs(10);
 
 fn broker(mqtt_toml: &str) -> isthmus::serve::Running {
-    let mut config = Config::from_toml(&format!("[mqtt]\n{mqtt_toml}")).expect("test config");
-    config.server.shards = 1;
-    config.server.pin_cores = false;
-    config.nats.listen = "127.0.0.1:0".parse().unwrap();
-    config.mqtt.listen = "127.0.0.1:0".parse().unwrap();
-    isthmus::serve::start(config).expect("start broker")
-}
-
-fn counter(
-    running: &isthmus::serve::Running,
-    field: fn(&ShardStats) -> &std::sync::atomic::AtomicU64,
-) -> u64 {
-    running.stats.iter().map(|s| ShardStats::get(field(s))).sum()
+    common::in_process(1, mqtt_toml)
 }
 
 /// The payload of message `i`: its number, padded to `size` bytes.

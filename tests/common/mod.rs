@@ -634,3 +634,23 @@ pub async fn within<F: std::future::Future>(limit: Duration, fut: F) -> F::Outpu
         .await
         .unwrap_or_else(|_| panic!("test did not finish within {limit:?}"))
 }
+
+/// An Isthmus in this process (so its counters can be read), on loopback ports it picks,
+/// unpinned, with `[mqtt]` keys from `mqtt_toml`.
+pub fn in_process(shards: usize, mqtt_toml: &str) -> isthmus::serve::Running {
+    let toml = format!("[mqtt]\n{mqtt_toml}");
+    let mut config = isthmus::config::Config::from_toml(&toml).expect("test config");
+    config.server.shards = shards;
+    config.server.pin_cores = false;
+    config.nats.listen = "127.0.0.1:0".parse().unwrap();
+    config.mqtt.listen = "127.0.0.1:0".parse().unwrap();
+    isthmus::serve::start(config).expect("start broker")
+}
+
+/// One counter of an in-process broker, summed over its shards.
+pub fn counter(
+    running: &isthmus::serve::Running,
+    field: fn(&isthmus::stats::ShardStats) -> &std::sync::atomic::AtomicU64,
+) -> u64 {
+    running.stats.iter().map(|s| isthmus::stats::ShardStats::get(field(s))).sum()
+}
