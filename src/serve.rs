@@ -124,6 +124,7 @@ pub fn start(config: Config) -> Result<Running, String> {
 
 /// `isthmus serve`: start, print the ready line, run until SIGINT/SIGTERM, stop.
 pub fn run(config: Config) -> Result<(), String> {
+    raise_open_files_limit();
     let running = start(config)?;
     let shutdown = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -335,6 +336,28 @@ fn allowed_cpus() -> Vec<usize> {
         return (0..n).collect();
     }
     cpus
+}
+
+/// Raises the soft limit on open descriptors to the hard limit, as nats-server does: every
+/// device is a descriptor, and the soft default (often 1024) is far below what a broker host
+/// allows. Logs what it got.
+#[allow(unsafe_code)]
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    let soft = limit.rlim_cur;
+    if soft < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            tracing::warn!(soft, hard = limit.rlim_max, "cannot raise the open files limit");
+            return;
+        }
+    }
+    tracing::info!(open_files = limit.rlim_cur, "open files limit (one per connection)");
 }
 
 fn check_memlock(config: &Config, shards: usize) {

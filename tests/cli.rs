@@ -240,3 +240,26 @@ fn shards_pin_to_the_cpus_the_process_is_allowed() {
     child.kill().unwrap();
     let _ = child.wait();
 }
+
+/// `serve` raises the soft descriptor limit to the hard one (one descriptor per device).
+#[test]
+fn serve_raises_the_open_files_limit_to_the_hard_limit() {
+    let script = format!(
+        "ulimit -Sn 512 && exec {} serve --shards 1 --nats-listen 127.0.0.1:0 \
+         --mqtt-listen 127.0.0.1:0 --log warn",
+        env!("CARGO_BIN_EXE_isthmus")
+    );
+    let mut child =
+        Command::new("bash").args(["-c", &script]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.starts_with("ready "), "{line:?}");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let row = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let fields: Vec<&str> = row.split_whitespace().collect();
+    // "Max open files <soft> <hard> files"
+    assert_eq!(fields[3], fields[4], "{row}");
+    assert_ne!(fields[3], "512", "{row}");
+    child.kill().unwrap();
+    let _ = child.wait();
+}
