@@ -49,7 +49,6 @@ pub fn untoken(token: u64) -> (u32, u32) {
     (token as u32, (token >> 32) as u32)
 }
 
-#[allow(unsafe_code)]
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {
         Err(io::Error::last_os_error())

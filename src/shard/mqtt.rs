@@ -337,39 +337,39 @@ async fn serve_conn(
         glommio::spawn_local(write_loop(Rc::clone(&shard), slot, Half(Rc::clone(&stream))))
             .detach();
         let exit = read_loop(&shard, slot, &mut state, Half(Rc::clone(&stream)), &mut buf).await;
-        if exit == Exit::Doze {
-            match doze(&shard, slot, stream, state).await {
-                Ok(()) => return,
-                Err(Some((awake, kept))) => {
+        let unclean = match exit {
+            Exit::Doze => match doze(&shard, slot, stream, state).await {
+                Dozed::Dormant => return,
+                Dozed::Awake(awake, kept) => {
                     // Output arrived while the writer stopped: carry on with a new writer.
                     (stream, state) = (awake, kept);
                     shard.with_conn(slot, |c| c.tasks_alive += 1);
                     continue;
                 }
-                Err(None) => {
-                    // Closing meanwhile: the writer already ended as for any close.
-                    shard.mqtt_detach(slot, true);
-                    shard.task_done(slot);
-                    return;
-                }
-            }
-        }
-        shard.mqtt_detach(slot, exit == Exit::Unclean);
+                // Closing meanwhile: the writer already ended as for any close.
+                Dozed::Closing => true,
+            },
+            exit => exit == Exit::Unclean,
+        };
+        shard.mqtt_detach(slot, unclean);
         shard.task_done(slot);
         return;
     }
 }
 
+/// How an attempt to go dormant ended.
+enum Dozed {
+    /// The connection is dormant; its tasks end.
+    Dormant,
+    /// Output arrived meanwhile (or the socket could not be parked): it stays live.
+    Awake(Rc<RefCell<TcpStream>>, ConnState),
+    /// It is closing.
+    Closing,
+}
+
 /// Lets a quiet connection go dormant: stops its writer, then hands its socket to the shard's
-/// epoll set and keeps only a [`Sleeper`]. `Err(Some(..))`: output arrived meanwhile, the
-/// connection stays live; `Err(None)`: it is closing.
-#[allow(clippy::type_complexity)]
-async fn doze(
-    shard: &Shard,
-    slot: u32,
-    stream: Rc<RefCell<TcpStream>>,
-    state: ConnState,
-) -> Result<(), Option<(Rc<RefCell<TcpStream>>, ConnState)>> {
+/// epoll set and keeps only a [`Sleeper`].
+async fn doze(shard: &Shard, slot: u32, stream: Rc<RefCell<TcpStream>>, state: ConnState) -> Dozed {
     shard.with_conn(slot, |c| {
         c.dozing = true;
         c.writer_woken = true;
@@ -391,19 +391,19 @@ async fn doze(
         (c.closing, !c.out.is_empty())
     });
     if closing {
-        return Err(None);
+        return Dozed::Closing;
     }
-    let Some(dormancy) = shard.dormancy.get() else { return Err(Some((stream, state))) };
+    let Some(dormancy) = shard.dormancy.get() else { return Dozed::Awake(stream, state) };
     if output {
-        return Err(Some((stream, state)));
+        return Dozed::Awake(stream, state);
     }
     let stream = match Rc::try_unwrap(stream) {
         Ok(stream) => stream.into_inner(),
-        Err(stream) => return Err(Some((stream, state))),
+        Err(stream) => return Dozed::Awake(stream, state),
     };
     let fd = match duplicate_fd(&stream) {
         Ok(fd) => fd,
-        Err(_) => return Err(Some((Rc::new(RefCell::new(stream)), state))),
+        Err(_) => return Dozed::Awake(Rc::new(RefCell::new(stream)), state),
     };
     // Our descriptor closes here; the duplicate keeps the socket.
     drop(stream);
@@ -412,7 +412,7 @@ async fn doze(
         .watch(std::os::fd::AsRawFd::as_raw_fd(&fd), super::dormant::token(slot, cid))
         .is_err()
     {
-        return Err(Some((Rc::new(RefCell::new(adopt_fd(fd))), state)));
+        return Dozed::Awake(Rc::new(RefCell::new(adopt_fd(fd))), state);
     }
     let ConnState { version, aliases, keep_alive, expiry_was_zero, subjects: _ } = state;
     let sleeper = Sleeper { fd, version, expiry_was_zero, keep_alive, aliases };
@@ -422,7 +422,7 @@ async fn doze(
         c.dormant = Some(Box::new(sleeper));
     });
     ShardStats::add(&shard.stats.mqtt_dormant, 1);
-    Ok(())
+    Dozed::Dormant
 }
 
 /// Wakes the shard's dormant connections as their sockets turn readable (reported by the
