@@ -9,6 +9,15 @@ fn isthmus() -> Command {
     Command::new(env!("CARGO_BIN_EXE_isthmus"))
 }
 
+/// Starts `command` (a broker) with stdout piped and returns it with its first line, the ready
+/// line.
+fn spawn_ready(command: &mut Command) -> (std::process::Child, String) {
+    let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    (child, line)
+}
+
 #[test]
 fn config_default_prints_a_file_that_parses_to_the_defaults() {
     let output = isthmus().args(["config", "--default"]).output().unwrap();
@@ -51,15 +60,12 @@ fn bad_config_file_is_a_clear_error() {
 
 #[test]
 fn ready_line_then_sigterm_exits_zero() {
-    let mut child = isthmus()
-        .args(["serve", "--shards", "2", "--nats-listen", "127.0.0.1:0"])
-        .args(["--mqtt-listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let (mut child, line) = spawn_ready(
+        isthmus()
+            .args(["serve", "--shards", "2", "--nats-listen", "127.0.0.1:0"])
+            .args(["--mqtt-listen", "127.0.0.1:0"])
+            .stderr(Stdio::null()),
+    );
     // `ready nats=127.0.0.1:P mqtt=127.0.0.1:Q shards=2`
     let fields: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(fields.len(), 4, "ready line: {line:?}");
@@ -94,15 +100,12 @@ fn ready_line_then_sigterm_exits_zero() {
 fn mqtt_listen_from_the_config_file() {
     let path = std::env::temp_dir().join(format!("isthmus-mqtt-{}.toml", std::process::id()));
     std::fs::write(&path, "[mqtt]\nlisten = \"127.0.0.1:0\"\n").unwrap();
-    let mut child = isthmus()
-        .args(["serve", "--shards", "1", "--nats-listen", "127.0.0.1:0", "--config"])
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let (mut child, line) = spawn_ready(
+        isthmus()
+            .args(["serve", "--shards", "1", "--nats-listen", "127.0.0.1:0", "--config"])
+            .arg(&path)
+            .stderr(Stdio::null()),
+    );
     let _ = std::fs::remove_file(&path);
     let mqtt = line.split_whitespace().find_map(|f| f.strip_prefix("mqtt=")).map(str::to_string);
     let connected = mqtt.as_deref().map(std::net::TcpStream::connect);
@@ -213,15 +216,12 @@ fn shards_pin_to_the_cpus_the_process_is_allowed() {
         return;
     }
     let last = (cpus - 1).to_string();
-    let mut child = Command::new("taskset")
-        .args(["-c", &last, env!("CARGO_BIN_EXE_isthmus"), "serve", "--shards", "2"])
-        .args(["--nats-listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let (mut child, line) = spawn_ready(
+        Command::new("taskset")
+            .args(["-c", &last, env!("CARGO_BIN_EXE_isthmus"), "serve", "--shards", "2"])
+            .args(["--nats-listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"])
+            .stderr(Stdio::null()),
+    );
     assert!(line.starts_with("ready "), "{line:?}");
     let mut shards = std::collections::BTreeSet::new();
     for task in std::fs::read_dir(format!("/proc/{}/task", child.id())).unwrap() {
@@ -249,10 +249,7 @@ fn serve_raises_the_open_files_limit_to_the_hard_limit() {
          --mqtt-listen 127.0.0.1:0 --log warn",
         env!("CARGO_BIN_EXE_isthmus")
     );
-    let mut child =
-        Command::new("bash").args(["-c", &script]).stdout(Stdio::piped()).spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let (mut child, line) = spawn_ready(Command::new("bash").args(["-c", &script]));
     assert!(line.starts_with("ready "), "{line:?}");
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
     let row = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();

@@ -7,7 +7,8 @@
 //! `ISTHMUS_IDLE_TRACE=1 cargo test --release --test idle_memory -- --nocapture` also prints
 //! which call sites hold the live bytes (grouped by their innermost Isthmus/glommio frames).
 
-use isthmus::config::Config;
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -108,15 +109,10 @@ unsafe impl GlobalAlloc for Tracking {
 static GLOBAL: Tracking = Tracking;
 
 fn broker() -> isthmus::serve::Running {
-    let mut config = Config::default();
-    config.server.shards = 2;
-    config.server.pin_cores = false;
-    config.nats.listen = "127.0.0.1:0".parse().unwrap();
-    config.mqtt.listen = "127.0.0.1:0".parse().unwrap();
     // ISTHMUS_IDLE_DORMANT_MS=0 measures connections that stay live (then the bounds fail).
-    config.mqtt.dormant_after_ms =
+    let dormant_after_ms: u64 =
         std::env::var("ISTHMUS_IDLE_DORMANT_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
-    isthmus::serve::start(config).unwrap()
+    common::in_process(2, &format!("dormant_after_ms = {dormant_after_ms}"))
 }
 
 fn mqtt_connect(addr: SocketAddr, id: &str, v5: bool, subscribe: bool) -> TcpStream {

@@ -2,7 +2,8 @@
 //! Speed is not asserted here: the scenarios themselves fail if a message is lost or
 //! duplicated, a request goes unanswered, a handshake fails or an idle connection is cut.
 
-use isthmus::config::Config;
+mod common;
+
 use isthmus_loadtest::report::{table, Run};
 use isthmus_loadtest::{Idle, Measurement, Pace, Protocol, Requests, Shape, Storm};
 use std::time::Duration;
@@ -10,14 +11,8 @@ use std::time::Duration;
 const LIMIT: Duration = Duration::from_secs(30);
 
 fn broker() -> isthmus::serve::Running {
-    let mut config = Config::default();
-    config.server.shards = 2;
-    config.server.pin_cores = false;
-    config.nats.listen = "127.0.0.1:0".parse().unwrap();
-    config.mqtt.listen = "127.0.0.1:0".parse().unwrap();
     // QoS 1/2 runs must not lose messages to the per-session queue bound (see mqtt_pubsub).
-    config.mqtt.max_queued_messages = 1_000_000;
-    isthmus::serve::start(config).unwrap()
+    common::in_process(2, "max_queued_messages = 1000000")
 }
 
 fn shape(messages: u64, size: usize, publishers: usize, subscribers: usize) -> Shape {
