@@ -76,3 +76,50 @@ fn mosquitto_pub_reaches_mosquitto_sub() {
         assert!(log.iter().all(|line| line == want), "{version}: unexpected output {log:?}");
     }
 }
+
+/// A `mosquitto_sub` that has been quiet long enough for its connection to go dormant (and
+/// whose keep-alive pings were answered while dormant) still gets what `mosquitto_pub` sends.
+#[test]
+fn a_dormant_mosquitto_sub_still_receives() {
+    let toml = "[mqtt]\ndormant_after_ms = 300\n";
+    let Some(broker) = isthmus_broker(2, toml, "dormant connections are isthmus's") else { return };
+    let port = broker.mqtt_port.to_string();
+    let mut sub = Killed(
+        Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &port, "-t", "sleepy/#", "-v", "-k", "5"])
+            .args(["-i", "dormant-mosquitto-sub"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn mosquitto_sub (apt-get install -y mosquitto-clients)"),
+    );
+    let (tx, rx) = mpsc::channel::<String>();
+    let stdout = sub.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Dormant after 0.3 s; mosquitto_sub's smallest keep alive is 5 s, so one PINGREQ goes by
+    // while it sleeps.
+    std::thread::sleep(Duration::from_secs(6));
+    let mut log = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while log.iter().all(|l| l != "sleepy/a wake up") {
+        assert!(Instant::now() < deadline, "not delivered; saw {log:?}");
+        let status = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &port, "-t", "sleepy/a", "-m", "wake up"])
+            .status()
+            .expect("run mosquitto_pub");
+        assert!(status.success());
+        while let Ok(line) = rx.recv_timeout(Duration::from_millis(300)) {
+            log.push(line);
+        }
+    }
+    // Exactly one line per publish and the subscriber still running: it was never cut.
+    assert!(log.iter().all(|l| l == "sleepy/a wake up"), "{log:?}");
+    assert!(sub.0.try_wait().unwrap().is_none(), "mosquitto_sub exited");
+}
