@@ -36,6 +36,13 @@ pub struct ServerConfig {
     pub io_memory_bytes: usize,
     /// Spin before parking, in microseconds.
     pub spin_before_park_us: u64,
+    /// How long the allocator keeps freed memory before it returns it to the kernel, in
+    /// milliseconds (-1 = never). Applied by the `isthmus` binary (mimalloc); MIMALLOC_PURGE_DELAY
+    /// in the environment wins.
+    pub allocator_purge_delay_ms: i64,
+    /// Let the allocator use transparent huge pages. Applied by the `isthmus` binary;
+    /// MIMALLOC_ALLOW_THP in the environment wins.
+    pub allocator_huge_pages: bool,
 }
 
 /// `[nats]`: the NATS client listener and its limits.
@@ -115,6 +122,8 @@ impl Default for ServerConfig {
             pin_cores: true,
             io_memory_bytes: 128 * 1024,
             spin_before_park_us: 0,
+            allocator_purge_delay_ms: 10_000,
+            allocator_huge_pages: false,
         }
     }
 }

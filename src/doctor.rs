@@ -60,6 +60,8 @@ pub struct Needs {
     pub io_memory_bytes: u64,
     /// Concurrent client connections the host is sized for (`--connections`).
     pub connections: u64,
+    /// `server.allocator_huge_pages`.
+    pub huge_pages: bool,
 }
 
 impl Needs {
@@ -70,6 +72,7 @@ impl Needs {
             pin_cores: config.server.pin_cores,
             io_memory_bytes: config.server.io_memory_bytes as u64,
             connections,
+            huge_pages: config.server.allocator_huge_pages,
         }
     }
 
@@ -147,9 +150,10 @@ pub struct Host {
     pub transparent_hugepages: Option<String>,
     /// The PMD huge page size (`hpage_pmd_size`).
     pub huge_page_bytes: Option<u64>,
-    /// `MIMALLOC_ALLOW_THP` in this process's environment does not turn huge pages off. mimalloc
-    /// (the broker's allocator) then madvises its arenas for huge pages.
-    pub mimalloc_thp: bool,
+    /// `MIMALLOC_ALLOW_THP` in this process's environment, which wins over
+    /// `server.allocator_huge_pages`: with huge pages allowed mimalloc (the broker's allocator)
+    /// madvises its arenas for them.
+    pub mimalloc_thp: Option<bool>,
     /// Active swap areas in `/proc/swaps`.
     pub swap_areas: usize,
     /// Device-backed network interfaces.
@@ -214,7 +218,7 @@ impl Host {
                 .and_then(|modes| selected_mode(&modes)),
             huge_page_bytes: read_value("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size")
                 .and_then(|size| size.parse().ok()),
-            mimalloc_thp: std::env::var("MIMALLOC_ALLOW_THP").map_or(true, |value| {
+            mimalloc_thp: std::env::var("MIMALLOC_ALLOW_THP").ok().map(|value| {
                 !["0", "false", "off", "no"].contains(&value.to_ascii_lowercase().as_str())
             }),
             swap_areas: std::fs::read_to_string("/proc/swaps")
@@ -396,8 +400,8 @@ const HINT_SECCOMP: &str = "a seccomp filter is active (container runtime or sys
      SystemCallFilter=); make sure it allows io_uring_setup, io_uring_enter and \
      io_uring_register";
 const HINT_MEMLOCK: &str = "LimitMEMLOCK=infinity or AmbientCapabilities=CAP_IPC_LOCK (systemd); \
-     or MIMALLOC_ALLOW_THP=0 in the broker's environment, so that buffers are charged by the \
-     4 KiB page; the charge is per user, over all its processes";
+     or server.allocator_huge_pages = false (the default; MIMALLOC_ALLOW_THP=0 in the environment \
+     also works), so that buffers are charged by the 4 KiB page; the charge is per user, over all its processes";
 const HINT_NOFILE: &str = "LimitNOFILE= (systemd) or `ulimit -n` / limits.conf nofile";
 const HINT_FILE_MAX: &str = "sysctl -w fs.file-max=N (in /etc/sysctl.d/)";
 const HINT_NR_OPEN: &str = "sysctl -w fs.nr_open=N before raising the hard RLIMIT_NOFILE";
@@ -478,7 +482,7 @@ fn seccomp(host: &Host) -> Row {
 }
 
 fn memlock(host: &Host, needs: &Needs) -> Row {
-    let huge = heap_huge_page_bytes(host);
+    let huge = heap_huge_page_bytes(host, needs);
     let needed = needs.memlock_bytes(huge);
     let per_ring =
         if huge.is_some() { "io_memory_bytes in whole huge pages" } else { "io_memory_bytes" };
@@ -508,10 +512,11 @@ fn memlock(host: &Host, needs: &Needs) -> Row {
 }
 
 /// The huge page size when the broker's heap, and so its io_memory buffers, may sit on
-/// transparent huge pages: THP not `never`, and mimalloc allowed to ask for them.
-fn heap_huge_page_bytes(host: &Host) -> Option<u64> {
+/// transparent huge pages: THP not `never`, and mimalloc allowed to ask for them (the
+/// environment, else the config).
+fn heap_huge_page_bytes(host: &Host, needs: &Needs) -> Option<u64> {
     let thp = host.transparent_hugepages.as_deref().is_some_and(|mode| mode != "never");
-    if thp && host.mimalloc_thp {
+    if thp && host.mimalloc_thp.unwrap_or(needs.huge_pages) {
         host.huge_page_bytes
     } else {
         None
@@ -890,7 +895,13 @@ mod tests {
     use super::*;
 
     fn needs() -> Needs {
-        Needs { shards: 2, pin_cores: true, io_memory_bytes: 128 * 1024, connections: 100_000 }
+        Needs {
+            shards: 2,
+            pin_cores: true,
+            io_memory_bytes: 128 * 1024,
+            connections: 100_000,
+            huge_pages: false,
+        }
     }
 
     /// A host that follows every recommendation.
@@ -926,7 +937,7 @@ mod tests {
             clocksource: Some("tsc".into()),
             transparent_hugepages: Some("madvise".into()),
             huge_page_bytes: Some(2 << 20),
-            mimalloc_thp: false,
+            mimalloc_thp: None,
             swap_areas: 0,
             nics: vec![Nic { name: "eth0".into(), rx_queues: 2, tx_queues: 2, rps: false }],
             irqbalance: false,
@@ -1012,7 +1023,7 @@ mod tests {
         assert_eq!(needs.memlock_bytes(None), 768 * 1024);
         assert_eq!(status(&rows(&host, &needs), "RLIMIT_MEMLOCK"), Status::Ok);
         // On huge pages each ring is charged a whole 2 MiB page: 12 MiB does not fit.
-        host.mimalloc_thp = true;
+        host.mimalloc_thp = Some(true);
         assert_eq!(needs.memlock_bytes(Some(2 << 20)), 12 << 20);
         assert_eq!(status(&rows(&host, &needs), "RLIMIT_MEMLOCK"), Status::Warn);
         needs.shards = 1;
@@ -1022,8 +1033,17 @@ mod tests {
         assert_eq!(needs.memlock_bytes(Some(2 << 20)), 12 << 20);
         host.transparent_hugepages = Some("never".into());
         assert_eq!(status(&rows(&host, &needs), "RLIMIT_MEMLOCK"), Status::Ok);
-        host.mimalloc_thp = false;
+        host.mimalloc_thp = None;
         host.transparent_hugepages = Some("madvise".into());
+        // The config's allocator_huge_pages counts when the environment is silent.
+        needs.huge_pages = true;
+        needs.shards = 2;
+        needs.io_memory_bytes = 128 * 1024;
+        assert_eq!(status(&rows(&host, &needs), "RLIMIT_MEMLOCK"), Status::Warn);
+        host.mimalloc_thp = Some(false);
+        assert_eq!(status(&rows(&host, &needs), "RLIMIT_MEMLOCK"), Status::Ok);
+        host.mimalloc_thp = None;
+        needs.huge_pages = false;
         needs.shards = 2;
         needs.io_memory_bytes = 10 << 20;
         assert_eq!(status(&rows(&host, &needs), "RLIMIT_MEMLOCK"), Status::Warn);

@@ -67,7 +67,10 @@ fn main() {
                 .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
                 .with_writer(std::io::stderr)
                 .init();
-            load(config, nats_listen, mqtt_listen, shards).and_then(isthmus::serve::run)
+            load(config, nats_listen, mqtt_listen, shards).and_then(|config| {
+                configure_allocator(&config);
+                isthmus::serve::run(config)
+            })
         }
         Command::Doctor { config, shards, connections, strict } => load(config, None, None, shards)
             .map(|config| {
@@ -84,6 +87,42 @@ fn main() {
         eprintln!("isthmus: {error}");
         std::process::exit(1);
     }
+}
+
+/// Indices of mimalloc options in `mi_option_t` (mimalloc v3, include/mimalloc.h); the
+/// allocator test in tests/cli.rs checks them against what MIMALLOC_VERBOSE prints.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
+
+/// Applies the `[server]` allocator settings, except where a MIMALLOC_* variable is set, and logs
+/// what the allocator runs with. Runs before any shard thread exists.
+#[allow(unsafe_code)]
+fn configure_allocator(config: &Config) {
+    let server = &config.server;
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        let delay = server.allocator_purge_delay_ms.clamp(-1, i64::from(i32::MAX));
+        // SAFETY: stores an option value; no other thread is using the allocator's options.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, delay as _) };
+    }
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+        let allow = i32::from(server.allocator_huge_pages);
+        // SAFETY: as above.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ALLOW_THP, allow as _) };
+        if !server.allocator_huge_pages {
+            // mimalloc reads the option when it starts, before main, and then asks for huge
+            // pages on its arenas; this turns THP off for the whole process instead.
+            // SAFETY: prctl with integer arguments only.
+            unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+        }
+    }
+    // SAFETY: reads option values.
+    let (delay, thp) = unsafe {
+        (
+            libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY),
+            libmimalloc_sys::mi_option_get(MI_OPTION_ALLOW_THP),
+        )
+    };
+    tracing::info!(purge_delay_ms = delay, huge_pages = thp != 0, "allocator");
 }
 
 fn load(

@@ -361,16 +361,23 @@ fn raise_open_files_limit() {
 }
 
 fn check_memlock(config: &Config, shards: usize) {
-    // glommio registers io_memory with three rings per executor (DECISIONS.md §5).
-    let needed = config.server.io_memory_bytes as u64 * 3 * shards as u64;
+    // glommio registers io_memory with three rings per executor (DECISIONS.md §5); on
+    // transparent huge pages each registration is charged whole 2 MiB pages.
+    let huge_pages = std::env::var("MIMALLOC_ALLOW_THP")
+        .map_or(config.server.allocator_huge_pages, |v| {
+            !["0", "false", "off", "no"].contains(&v.as_str())
+        });
+    let needs = crate::doctor::Needs { shards, ..crate::doctor::Needs::new(config, 0) };
+    let needed = needs.memlock_bytes(huge_pages.then_some(2 << 20));
     if let Some(limit) = memlock_limit() {
         if limit < needed {
             tracing::warn!(
                 limit,
                 needed,
+                huge_pages,
                 "RLIMIT_MEMLOCK is below what io_uring buffer registration needs; glommio falls back \
-                 to unregistered buffers (sockets unaffected). Raise it with LimitMEMLOCK= or lower \
-                 server.io_memory_bytes"
+                 to unregistered buffers (sockets unaffected). Raise it with LimitMEMLOCK=, lower \
+                 server.io_memory_bytes, or keep server.allocator_huge_pages off"
             );
         }
     }

@@ -260,3 +260,70 @@ fn serve_raises_the_open_files_limit_to_the_hard_limit() {
     child.kill().unwrap();
     let _ = child.wait();
 }
+
+/// The binary applies `[server]` allocator settings (a MIMALLOC_* variable wins): the log names
+/// the values mimalloc reports back, and with huge pages off the kernel has THP off for the
+/// process. A wrong option index in main.rs would log some other option's value.
+#[test]
+fn allocator_settings_come_from_the_config_unless_the_environment_sets_them() {
+    let path = std::env::temp_dir().join(format!("isthmus-alloc-{}.toml", std::process::id()));
+    std::fs::write(&path, "[server]\nallocator_purge_delay_ms = 2500\n").unwrap();
+    type Env<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(Env, &str, &str); 3] = [
+        (&[], "purge_delay_ms=10000 huge_pages=false", "0"),
+        (
+            &[("MIMALLOC_PURGE_DELAY", "4321"), ("MIMALLOC_ALLOW_THP", "1")],
+            "purge_delay_ms=4321 huge_pages=true",
+            "1",
+        ),
+        (&[("CONFIG", "")], "purge_delay_ms=2500 huge_pages=false", "0"),
+    ];
+    for (env, logged, thp_enabled) in cases {
+        let mut command = isthmus();
+        command.args(["serve", "--shards", "1", "--nats-listen", "127.0.0.1:0"]);
+        command.args(["--mqtt-listen", "127.0.0.1:0", "--log", "isthmus=info"]);
+        command
+            .env("NO_COLOR", "1")
+            .env_remove("MIMALLOC_PURGE_DELAY")
+            .env_remove("MIMALLOC_ALLOW_THP");
+        for (key, value) in env {
+            if *key == "CONFIG" {
+                command.arg("--config").arg(&path);
+            } else {
+                command.env(key, value);
+            }
+        }
+        command.stderr(Stdio::piped());
+        let (mut child, line) = spawn_ready(&mut command);
+        assert!(line.starts_with("ready "), "{line:?}");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+        let thp = status.lines().find(|l| l.starts_with("THP_enabled:"));
+        child.kill().unwrap();
+        let _ = child.wait();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        let stderr = strip_ansi(&stderr);
+        assert!(stderr.contains(&format!("allocator {logged}")), "{env:?}: {stderr}");
+        if let Some(thp) = thp {
+            assert_eq!(thp.split_whitespace().nth(1), Some(thp_enabled), "{env:?}: {thp}");
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
