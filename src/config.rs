@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The default configuration file, comments included.
 pub const DEFAULT_TOML: &str = include_str!("default_config.toml");
@@ -20,6 +20,13 @@ pub struct Config {
     pub nats: NatsConfig,
     /// The MQTT listener and session limits.
     pub mqtt: MqttConfig,
+    /// Client authentication: JWT keys and what an unauthenticated client may do.
+    pub auth: AuthConfig,
+    /// The directory of the file this config was read from; relative paths in the config (key
+    /// files) resolve against it. `None` for the defaults or a config parsed from a string
+    /// (relative paths then resolve against the current directory).
+    #[serde(skip)]
+    pub base_dir: Option<PathBuf>,
 }
 
 /// `[server]`: process-wide settings.
@@ -96,6 +103,81 @@ pub struct MqttConfig {
     pub dormant_after_ms: u64,
 }
 
+/// `[auth]`: client authentication.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Allow listening on a non-loopback address without `[auth.jwt]`: anyone who can reach
+    /// the port may then publish and subscribe to everything.
+    pub allow_anonymous: bool,
+    /// `[auth.jwt]`: JWT verification; `None` (the default) admits every client.
+    pub jwt: Option<JwtConfig>,
+}
+
+/// `[auth.jwt]`: how tokens are verified (docs/auth.md).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtConfig {
+    /// A client without a token is refused. When false it is admitted with no permissions.
+    pub required: bool,
+    /// When set, the token's `aud` must contain it.
+    pub audience: Option<String>,
+    /// Issuer that tokens must name in `iss`, for keys without their own `issuer`.
+    pub issuer: Option<String>,
+    /// Clock skew allowed on `exp`, `nbf` and `iat`, in seconds.
+    pub leeway_s: u64,
+    /// Longest token accepted, in bytes; longer ones are refused before any parsing.
+    pub max_token_bytes: usize,
+    /// What happens to an MQTT QoS 0 (or 3.1.1) publish the token does not allow.
+    pub on_publish_denied: PublishDenied,
+    /// The keys tokens may be signed with, chosen by the token's `kid`.
+    pub keys: Vec<JwtKeyConfig>,
+}
+
+/// `on_publish_denied`: the fate of a denied publish that has no negative acknowledgement.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishDenied {
+    /// Drop the message and count it; the connection stays.
+    #[default]
+    Drop,
+    /// Close the connection.
+    Disconnect,
+}
+
+/// `[[auth.jwt.keys]]`: one verification key (or, with `jwks_file`, a set of them).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtKeyConfig {
+    /// The `kid` tokens name in their header; optional when exactly one key is configured.
+    /// For a `jwks_file` each JWK's own `kid` is used instead.
+    pub kid: Option<String>,
+    /// Header `alg` values this key accepts, e.g. `["EdDSA"]`; all of one family.
+    pub algorithms: Vec<String>,
+    /// Issuer that tokens signed with this key must name (overrides `[auth.jwt] issuer`).
+    pub issuer: Option<String>,
+    /// File holding the raw HMAC secret (one trailing newline is ignored).
+    pub secret_file: Option<PathBuf>,
+    /// PEM file with an EdDSA, ECDSA or RSA public key.
+    pub public_key_file: Option<PathBuf>,
+    /// JSON Web Key Set file.
+    pub jwks_file: Option<PathBuf>,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        JwtConfig {
+            required: true,
+            audience: None,
+            issuer: None,
+            leeway_s: 30,
+            max_token_bytes: 8192,
+            on_publish_denied: PublishDenied::Drop,
+            keys: Vec::new(),
+        }
+    }
+}
+
 impl Default for MqttConfig {
     fn default() -> Self {
         MqttConfig {
@@ -150,11 +232,21 @@ impl Config {
         Ok(config)
     }
 
-    /// Reads and parses a TOML file.
+    /// Reads and parses a TOML file; [`Config::base_dir`] becomes the file's directory.
     pub fn from_file(path: &Path) -> Result<Config, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-        Config::from_toml(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+        let mut config =
+            Config::from_toml(&text).map_err(|e| format!("config file {}: {e}", path.display()))?;
+        let dir = path.parent().unwrap_or(Path::new(""));
+        config.base_dir =
+            Some(if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir.into() });
+        Ok(config)
+    }
+
+    /// The directory relative paths in the config resolve against.
+    pub fn base_dir(&self) -> &Path {
+        self.base_dir.as_deref().unwrap_or(Path::new("."))
     }
 
     /// Checks relations between keys that serde cannot.
@@ -191,6 +283,45 @@ impl Config {
         if self.mqtt.listen == self.nats.listen && self.nats.listen.port() != 0 {
             return Err("mqtt.listen and nats.listen must differ".into());
         }
+        self.validate_auth()?;
+        Ok(())
+    }
+
+    fn validate_auth(&self) -> Result<(), String> {
+        let Some(jwt) = &self.auth.jwt else {
+            let exposed =
+                [self.nats.listen, self.mqtt.listen].into_iter().find(|a| !a.ip().is_loopback());
+            if let (Some(addr), false) = (exposed, self.auth.allow_anonymous) {
+                return Err(format!(
+                    "listening on {addr} (not loopback) without [auth.jwt] lets anyone in; \
+                     configure [auth.jwt] or set auth.allow_anonymous = true"
+                ));
+            }
+            return Ok(());
+        };
+        if jwt.keys.is_empty() {
+            return Err("auth.jwt needs at least one [[auth.jwt.keys]]".into());
+        }
+        if jwt.max_token_bytes < 64 {
+            return Err("auth.jwt.max_token_bytes must be at least 64".into());
+        }
+        for (index, key) in jwt.keys.iter().enumerate() {
+            let sources = [&key.secret_file, &key.public_key_file, &key.jwks_file];
+            if sources.iter().filter(|s| s.is_some()).count() != 1 {
+                return Err(format!(
+                    "auth.jwt.keys[{index}] needs exactly one of secret_file, public_key_file, \
+                     jwks_file"
+                ));
+            }
+            if key.algorithms.is_empty() {
+                return Err(format!("auth.jwt.keys[{index}].algorithms must not be empty"));
+            }
+            if key.kid.is_none() && key.jwks_file.is_none() && jwt.keys.len() > 1 {
+                return Err(format!(
+                    "auth.jwt.keys[{index}] needs a kid: more than one key is configured"
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -219,6 +350,50 @@ mod tests {
         assert_eq!(config.nats.max_payload, 1000);
         assert_eq!(config.nats.max_control_line, 4096);
         assert_eq!(config.server, ServerConfig::default());
+    }
+
+    #[test]
+    fn auth_section_parses_and_defaults_to_no_auth() {
+        assert_eq!(Config::default().auth.jwt, None);
+        let config = Config::from_toml(
+            "[auth.jwt]\naudience = \"isthmus\"\n[[auth.jwt.keys]]\nkid = \"k1\"\n\
+             algorithms = [\"EdDSA\"]\npublic_key_file = \"keys/a.pub.pem\"\n",
+        )
+        .unwrap();
+        let jwt = config.auth.jwt.unwrap();
+        assert!(jwt.required);
+        assert_eq!(jwt.leeway_s, 30);
+        assert_eq!(jwt.max_token_bytes, 8192);
+        assert_eq!(jwt.on_publish_denied, PublishDenied::Drop);
+        assert_eq!(jwt.audience.as_deref(), Some("isthmus"));
+        assert_eq!(jwt.keys[0].public_key_file.as_deref(), Some(Path::new("keys/a.pub.pem")));
+    }
+
+    #[test]
+    fn auth_relations_are_checked() {
+        let key = "[[auth.jwt.keys]]\nalgorithms = [\"HS256\"]\nsecret_file = \"s\"\n";
+        assert!(Config::from_toml(&format!("[auth.jwt]\n{key}")).is_ok());
+        assert!(Config::from_toml(&format!("[auth.jwt]\n{key}{key}")).is_err(), "two keys, no kid");
+        assert!(Config::from_toml("[auth.jwt]\n").is_err(), "no keys");
+        let two_sources = "[auth.jwt]\n[[auth.jwt.keys]]\nalgorithms = [\"HS256\"]\n\
+                           secret_file = \"s\"\njwks_file = \"j\"\n";
+        assert!(Config::from_toml(two_sources).is_err());
+        let exposed = "[nats]\nlisten = \"0.0.0.0:4222\"\n";
+        assert!(Config::from_toml(exposed).is_err(), "non-loopback without auth");
+        assert!(Config::from_toml(&format!("{exposed}[auth]\nallow_anonymous = true\n")).is_ok());
+        assert!(Config::from_toml(&format!("{exposed}[auth.jwt]\n{key}")).is_ok());
+        assert!(Config::from_toml("[auth.jwt]\non_publish_denied = \"explode\"\n").is_err());
+    }
+
+    #[test]
+    fn from_file_remembers_its_directory() {
+        let dir = std::env::temp_dir().join(format!("isthmus-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("isthmus.toml");
+        std::fs::write(&path, "").unwrap();
+        assert_eq!(Config::from_file(&path).unwrap().base_dir(), dir.as_path());
+        assert_eq!(Config::default().base_dir(), Path::new("."));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
