@@ -16,7 +16,7 @@ mod permissions;
 
 pub use permissions::{Permissions, SubscribeCheck};
 
-use crate::config::{AuthConfig, JwtConfig, PublishDenied};
+use crate::config::{AuthConfig, JwtConfig, JwtKeyConfig, PublishDenied};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
@@ -32,11 +32,18 @@ use std::sync::{Arc, RwLock};
 /// Verifies tokens against the configured keys. Built once at startup and shared by every
 /// shard in an `Arc`; `Send + Sync`.
 pub struct Authenticator {
+    /// The `[auth.jwt]` settings read at startup; its `keys` are superseded by `keys.configs`.
     jwt: Option<JwtConfig>,
-    base_dir: PathBuf,
     /// Swapped whole by [`Authenticator::reload`]; `authenticate` clones the `Arc` and lets go
     /// of the lock before it verifies anything.
-    keys: RwLock<Option<Arc<KeySet>>>,
+    keys: RwLock<LoadedKeys>,
+}
+
+/// The key list, where its relative paths resolve, and the keys read from it.
+struct LoadedKeys {
+    configs: Vec<JwtKeyConfig>,
+    base_dir: PathBuf,
+    set: Option<Arc<KeySet>>,
 }
 
 /// Which protocol a client speaks; decides what `%c` stands for.
@@ -284,22 +291,46 @@ impl Authenticator {
     /// Loads the keys named by `config`; relative paths resolve against `base_dir`. The error
     /// names the file and what is wrong with it.
     pub fn from_config(config: &AuthConfig, base_dir: &Path) -> Result<Authenticator, String> {
-        let keys = match &config.jwt {
-            Some(jwt) => Some(Arc::new(KeySet::load(&jwt.keys, base_dir)?)),
-            None => None,
+        let (configs, set) = match &config.jwt {
+            Some(jwt) => (jwt.keys.clone(), Some(Arc::new(KeySet::load(&jwt.keys, base_dir)?))),
+            None => (Vec::new(), None),
         };
-        Ok(Authenticator {
-            jwt: config.jwt.clone(),
-            base_dir: base_dir.to_path_buf(),
-            keys: RwLock::new(keys),
-        })
+        let keys = LoadedKeys { configs, base_dir: base_dir.to_path_buf(), set };
+        Ok(Authenticator { jwt: config.jwt.clone(), keys: RwLock::new(keys) })
     }
 
-    /// Re-reads every key file (SIGHUP). On an error the keys in use stay.
+    /// Re-reads every key file of the current key list (SIGHUP). On an error the keys in use
+    /// stay.
     pub fn reload(&self) -> Result<(), String> {
-        let Some(jwt) = &self.jwt else { return Ok(()) };
-        let keys = KeySet::load(&jwt.keys, &self.base_dir)?;
-        *self.keys.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Arc::new(keys));
+        if self.jwt.is_none() {
+            return Ok(());
+        }
+        let (configs, base_dir) = {
+            let keys = self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+            (keys.configs.clone(), keys.base_dir.clone())
+        };
+        let set = KeySet::load(&configs, &base_dir)?;
+        self.keys.write().unwrap_or_else(|poisoned| poisoned.into_inner()).set =
+            Some(Arc::new(set));
+        Ok(())
+    }
+
+    /// Replaces the key list with `config`'s `[[auth.jwt.keys]]` and loads it: SIGHUP after
+    /// re-reading the config file, so a new kid can be added without a restart. The other
+    /// `[auth]` settings stay as they were at startup. On an error nothing changes.
+    pub fn reload_keys_from(&self, config: &AuthConfig, base_dir: &Path) -> Result<(), String> {
+        let jwt = match (&self.jwt, &config.jwt) {
+            (None, None) => return Ok(()),
+            (Some(_), Some(jwt)) => jwt,
+            _ => return Err("turning [auth.jwt] on or off needs a restart".into()),
+        };
+        let set = KeySet::load(&jwt.keys, base_dir)?;
+        let mut keys = self.keys.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *keys = LoadedKeys {
+            configs: jwt.keys.clone(),
+            base_dir: base_dir.to_path_buf(),
+            set: Some(Arc::new(set)),
+        };
         Ok(())
     }
 
@@ -343,6 +374,7 @@ impl Authenticator {
             .keys
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .set
             .clone()
             .expect("keys are loaded whenever [auth.jwt] is configured");
         let claims = verify(token, jwt, &keys, now_unix)?;
@@ -353,7 +385,7 @@ impl Authenticator {
 /// Shows the settings and the kids, never key material.
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let keys = self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        let keys = self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner()).set.clone();
         let kids: Vec<Option<String>> =
             keys.iter().flat_map(|set| set.keys.iter().map(|key| key.kid.clone())).collect();
         f.debug_struct("Authenticator")

@@ -550,6 +550,35 @@ fn reload_swaps_keys_and_keeps_the_old_ones_on_error() {
 }
 
 #[test]
+fn reload_keys_from_adds_a_kid_for_rotation() {
+    let fixture = Fixture::new();
+    let auth = fixture.authenticator(JwtConfig {
+        keys: vec![Fixture::ed_key(Some("k1"))],
+        ..JwtConfig::default()
+    });
+    let k2 = fixture.sign_hmac(&claims(), Some("k2"));
+    assert_eq!(auth.authenticate(&mqtt(&k2, "dev1"), NOW), Err(AuthError::UnknownKey));
+    let rotated = JwtConfig {
+        keys: vec![Fixture::ed_key(Some("k1")), Fixture::hmac_key(Some("k2"))],
+        ..JwtConfig::default()
+    };
+    let config = AuthConfig { allow_anonymous: false, jwt: Some(rotated) };
+    auth.reload_keys_from(&config, &fixture.dir).unwrap();
+    assert!(auth.authenticate(&mqtt(&k2, "dev1"), NOW).is_ok());
+    let k1 = fixture.sign_ed(&claims(), Some("k1"));
+    assert!(auth.authenticate(&mqtt(&k1, "dev1"), NOW).is_ok());
+    // A later plain reload keeps the new list.
+    auth.reload().unwrap();
+    assert!(auth.authenticate(&mqtt(&k2, "dev1"), NOW).is_ok());
+    // A broken list changes nothing; turning JWT off needs a restart.
+    let mut broken = config.clone();
+    broken.jwt.as_mut().unwrap().keys[1].secret_file = Some("missing.secret".into());
+    assert!(auth.reload_keys_from(&broken, &fixture.dir).unwrap_err().contains("missing.secret"));
+    assert!(auth.authenticate(&mqtt(&k2, "dev1"), NOW).is_ok());
+    assert!(auth.reload_keys_from(&AuthConfig::default(), &fixture.dir).is_err());
+}
+
+#[test]
 fn key_file_errors_name_the_file() {
     let fixture = Fixture::new();
     let load = |key: JwtKeyConfig| {
