@@ -76,6 +76,7 @@ fn main() {
             max: None,
             delivered: 0,
             mqtt: None,
+            deny_filter: false,
         });
     }
     let hot: Vec<String> = (0..100).map(|i| format!("devices.d{i}.telemetry")).collect();

@@ -184,6 +184,7 @@ fn bench_local_router(subscriptions: usize, runs: usize) {
                 max: None,
                 delivered: 0,
                 mqtt: None,
+                deny_filter: false,
             });
         }
         router

@@ -27,6 +27,9 @@ pub struct Config {
     /// (relative paths then resolve against the current directory).
     #[serde(skip)]
     pub base_dir: Option<PathBuf>,
+    /// The file this config was read from (SIGHUP reads it again for the token keys).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// `[server]`: process-wide settings.
@@ -241,6 +244,7 @@ impl Config {
         let dir = path.parent().unwrap_or(Path::new(""));
         config.base_dir =
             Some(if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir.into() });
+        config.source = Some(path.to_path_buf());
         Ok(config)
     }
 

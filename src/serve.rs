@@ -54,6 +54,7 @@ pub fn start(config: Config) -> Result<Running, String> {
         return Err(startup_error("io_uring is disabled on this host"));
     }
     check_memlock(&config, shards);
+    let auth = authenticator(&config)?;
     let (nats_addr, nats_reservation) = reserve_port_patiently(config.nats.listen)?;
     let (mqtt_addr, mqtt_reservation) = reserve_port_patiently(config.mqtt.listen)?;
     let identity = Arc::new(Identity {
@@ -64,6 +65,7 @@ pub fn start(config: Config) -> Result<Running, String> {
         retain_seq: Default::default(),
         shutdown: Default::default(),
         interest_issued: (0..shards).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
+        auth,
     });
     let config = Arc::new(config);
     let mesh: MeshBuilder<MeshItem, _> = MeshBuilder::full(shards, MESH_CHANNEL_BATCHES);
@@ -125,11 +127,16 @@ pub fn start(config: Config) -> Result<Running, String> {
 /// `isthmus serve`: start, print the ready line, run until SIGINT/SIGTERM, stop.
 pub fn run(config: Config) -> Result<(), String> {
     raise_open_files_limit();
+    let config_source = config.source.clone();
     let running = start(config)?;
     let shutdown = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&shutdown)).map_err(|e| e.to_string())?;
     }
+    // Before the ready line: SIGHUP's default action would end the process.
+    let reload = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
+        .map_err(|e| e.to_string())?;
     let shards = running.stats.len();
     tracing::info!(nats = %running.nats_addr(), mqtt = %running.mqtt_addr(), shards, "isthmus is ready");
     {
@@ -144,6 +151,9 @@ pub fn run(config: Config) -> Result<(), String> {
     }
     while !shutdown.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
+        if reload.swap(false, Ordering::Relaxed) {
+            reload_keys(&running, config_source.as_deref());
+        }
     }
     tracing::info!("shutting down");
     running.stop();
@@ -358,6 +368,44 @@ fn raise_open_files_limit() {
         }
     }
     tracing::info!(open_files = limit.rlim_cur, "open files limit (one per connection)");
+}
+
+/// SIGHUP: reads the config file again and swaps in its `[auth.jwt]` key list (new kids
+/// included, every key file re-read). Connections keep the grants they have; other settings
+/// need a restart. On any error the old keys stay.
+fn reload_keys(running: &Running, source: Option<&std::path::Path>) {
+    let Some(auth) = running.identity.auth.as_ref() else {
+        tracing::info!("SIGHUP: no [auth.jwt], nothing to reload");
+        return;
+    };
+    let result = match source {
+        Some(path) => Config::from_file(path)
+            .and_then(|config| auth.reload_keys_from(&config.auth, config.base_dir())),
+        None => auth.reload(),
+    };
+    match result {
+        Ok(()) => tracing::info!("SIGHUP: token keys reloaded"),
+        Err(error) => tracing::warn!(%error, "SIGHUP: token keys not reloaded; the old ones stay"),
+    }
+}
+
+/// Loads `[auth.jwt]`. Without it the broker is open: `Config::validate` allows that on
+/// loopback, or elsewhere with `auth.allow_anonymous`; say so at startup.
+fn authenticator(config: &Config) -> Result<Option<crate::auth::Authenticator>, String> {
+    if config.auth.jwt.is_some() {
+        let auth = crate::auth::Authenticator::from_config(&config.auth, config.base_dir())
+            .map_err(|e| format!("[auth.jwt]: {e}"))?;
+        return Ok(Some(auth));
+    }
+    let exposed = [config.nats.listen, config.mqtt.listen].iter().any(|a| !a.ip().is_loopback());
+    if exposed {
+        tracing::warn!("auth.allow_anonymous and no [auth.jwt]: the broker is open to any client");
+    } else {
+        tracing::info!(
+            "no [auth.jwt]: the broker is open to any client (it listens on loopback only)"
+        );
+    }
+    Ok(None)
 }
 
 fn check_memlock(config: &Config, shards: usize) {

@@ -69,6 +69,18 @@ pub struct ShardStats {
     pub mqtt_woken: AtomicU64,
     /// PINGREQs answered for dormant MQTT connections without waking them.
     pub mqtt_dormant_pings: AtomicU64,
+    /// Connections refused by authentication (bad, expired or missing token; no permissions).
+    pub auth_refused: AtomicU64,
+    /// Publishes a connection's token does not allow (dropped, refused or answered with an error).
+    pub auth_publish_denied: AtomicU64,
+    /// Subscriptions a connection's token does not allow.
+    pub auth_subscribe_denied: AtomicU64,
+    /// Deliveries withheld from a wildcard subscription by a deny rule of its token.
+    pub auth_deliveries_denied: AtomicU64,
+    /// Connections closed because their token expired.
+    pub auth_expired: AtomicU64,
+    /// Stored subscriptions of a resumed session that its new token no longer allows (removed).
+    pub auth_subscriptions_revoked: AtomicU64,
 }
 
 impl ShardStats {

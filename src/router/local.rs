@@ -24,6 +24,9 @@ pub struct Subscription {
     pub delivered: u64,
     /// For an MQTT subscription: its options, and `conn` is then the session's slot.
     pub mqtt: Option<MqttSub>,
+    /// The filter overlaps a deny rule of the subscriber's token: every delivered subject is
+    /// checked against the token's deny rules (only such subscriptions pay that check).
+    pub deny_filter: bool,
 }
 
 /// What the fan-out needs to deliver to an MQTT session, copied into the subscription so that
@@ -135,6 +138,7 @@ mod tests {
             max: None,
             delivered: 0,
             mqtt: None,
+            deny_filter: false,
         }
     }
 

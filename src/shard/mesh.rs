@@ -73,6 +73,8 @@ pub struct Adopt {
     pub assigned: bool,
     /// Bytes read after the CONNECT packet.
     pub rest: Bytes,
+    /// What the CONNECT's token allows (checked on the accepting shard); `None`: open broker.
+    pub grant: Option<Box<crate::auth::Grant>>,
 }
 
 /// A message with the delivery duties of the receiving shard.

@@ -69,6 +69,8 @@ pub struct Identity {
     /// SUB processed anywhere before a PUB is processed is always seen by that PUB (the order
     /// guarantee a single nats-server gives), at the cost of one atomic load per peer.
     pub interest_issued: Vec<std::sync::atomic::AtomicU64>,
+    /// Token checks (`[auth.jwt]`); `None`: the broker is open (loopback, or allow_anonymous).
+    pub auth: Option<crate::auth::Authenticator>,
 }
 
 /// The protocol options of a NATS connection (from CONNECT).
@@ -146,6 +148,11 @@ pub struct Conn {
     dormant: Option<Box<mqtt::Sleeper>>,
     /// The connection is in `Shard::to_wake`.
     wake_queued: bool,
+    /// NATS: what the connection's token allows (`None`: everything, the broker is open).
+    /// MQTT keeps its grant in the session.
+    pub grant: Option<Box<crate::auth::Grant>>,
+    /// NATS with auth: CONNECT has been accepted.
+    pub authenticated: bool,
 }
 
 /// Everything one core owns.
@@ -183,6 +190,8 @@ pub struct Shard {
     mqtt_scratch: RefCell<mqtt::Scratch>,
     /// The earliest delayed will or expiry among offline sessions (`None`: nothing due).
     session_deadline: Cell<Option<std::time::Instant>>,
+    /// The earliest `exp` (unix seconds) of a token held by a connection here, if any.
+    auth_deadline: Cell<Option<u64>>,
     /// The epoll set of dormant connections, once started (`mqtt.dormant_after_ms` > 0).
     dormancy: std::cell::OnceCell<dormant::Dormancy>,
     /// Dormant connections to wake: output arrived for them, or they are closing.
@@ -229,6 +238,7 @@ impl Shard {
             adopted: RefCell::new(Vec::new()),
             mqtt_scratch: RefCell::default(),
             session_deadline: Cell::new(None),
+            auth_deadline: Cell::new(None),
             dormancy: std::cell::OnceCell::new(),
             to_wake: RefCell::new(Vec::new()),
             waker_task: RefCell::new(None),
@@ -279,6 +289,8 @@ impl Shard {
             dozing: false,
             dormant: None,
             wake_queued: false,
+            grant: None,
+            authenticated: false,
         };
         let slot = u32::try_from(self.conns.borrow_mut().insert(conn))
             .expect("fewer than 2^32 connections");
@@ -446,6 +458,30 @@ impl Shard {
         (conn.out.len() + conn.writing) as u64 > self.config.nats.max_pending / 4 * 3
     }
 
+    /// A NATS connection's CONNECT passed authentication: keep what its token allows.
+    pub fn admit(&self, slot: u32, grant: Box<crate::auth::Grant>) {
+        if let Some(at) = grant.expires_at {
+            self.expect_expiry(at);
+        }
+        self.with_conn(slot, |c| {
+            c.grant = Some(grant);
+            c.authenticated = true;
+            c.keepalive_deadline = None;
+        });
+    }
+
+    /// Makes the sweep look for expired tokens once `at` (unix seconds) has come.
+    pub(crate) fn expect_expiry(&self, at: u64) {
+        self.auth_deadline.set(Some(self.auth_deadline.get().map_or(at, |d| d.min(at))));
+    }
+
+    /// Marks a subscription whose filter overlaps a deny rule of its token.
+    pub fn set_deny_filter(&self, id: u32) {
+        if let Some(sub) = self.router.borrow_mut().get_mut(id) {
+            sub.deny_filter = true;
+        }
+    }
+
     /// Adds a subscription for a local connection and propagates the interest.
     /// Returns the subscription id.
     pub fn subscribe(&self, slot: u32, sid: Bytes, subject: Bytes, queue: Bytes) -> u32 {
@@ -457,6 +493,7 @@ impl Shard {
             max: None,
             delivered: 0,
             mqtt: None,
+            deny_filter: false,
         });
         let previous =
             self.with_conn(slot, |c| c.sids.get_or_insert_with(Box::default).insert(sid, id));
@@ -747,7 +784,12 @@ impl Shard {
         let Some(sub) = router.get_mut(id) else { return };
         if let Some(mqtt) = sub.mqtt {
             let session = sub.conn;
+            let deny_filter = sub.deny_filter;
             drop(router);
+            if deny_filter && !self.mqtt_may_deliver(session, &message.subject) {
+                ShardStats::add(&self.stats.auth_deliveries_denied, 1);
+                return;
+            }
             self.deliver_mqtt(session, mqtt, message, origin_session);
             return;
         }
@@ -760,6 +802,12 @@ impl Shard {
         let mut conns = self.conns.borrow_mut();
         let conn = &mut conns[sub.conn as usize];
         if conn.closing {
+            return;
+        }
+        if sub.deny_filter
+            && !conn.grant.as_ref().is_none_or(|g| g.permissions.may_deliver(&message.subject))
+        {
+            ShardStats::add(&self.stats.auth_deliveries_denied, 1);
             return;
         }
         codec::encode_msg(&mut conn.out, message, &sub.sid, conn.flags.headers);
@@ -888,4 +936,9 @@ fn set_waker(slot: &mut Option<Waker>, waker: &Waker) {
         Some(existing) if existing.will_wake(waker) => {}
         _ => *slot = Some(waker.clone()),
     }
+}
+
+/// Seconds since the Unix epoch (token times are in these).
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

@@ -11,6 +11,7 @@ use super::conn::{read_some, write_loop, Half, ReadWindow};
 use super::mesh::{Adopt, MeshOp};
 use super::session::{Inflight, Pending, Session, SessionSub, Stage};
 use super::{Protocol, Routed, Shard};
+use crate::auth::{AuthError, Credentials, Grant, Protocol as AuthProtocol, SubscribeCheck};
 use crate::message::{Message, Meta, MqttProperties};
 use crate::protocol::mqtt::codec::{self, DecodeError};
 use crate::protocol::mqtt::interop;
@@ -88,17 +89,25 @@ pub async fn serve_accepted(shard: Rc<Shard>, mut stream: TcpStream) {
         connect.client_id = Bytes::from(format!("isthmus-{:016x}", fastrand::u64(..)));
         assigned = true;
     }
+    let grant = match authenticate(&shard, &connect) {
+        Ok(grant) => grant,
+        Err(code) => {
+            ShardStats::add(&shard.stats.auth_refused, 1);
+            refuse(&shard, &mut stream, Some((version, code))).await;
+            return;
+        }
+    };
     let home = interop::home_shard(&connect.client_id, shard.count);
     if home == shard.id {
         // A task of its own: this handshake future is larger than the connection's and would
         // otherwise stay allocated for the connection's life (about 4.7 KiB vs 2.2 KiB).
-        glommio::spawn_local(run(shard, stream, addr, connect, assigned, rest)).detach();
+        glommio::spawn_local(run(shard, stream, addr, connect, assigned, rest, grant)).detach();
         return;
     }
     match duplicate_fd(&stream) {
         Ok(fd) => {
             ShardStats::add(&shard.stats.mqtt_handoffs, 1);
-            let adopt = Adopt { fd, addr, connect, assigned, rest: rest.freeze() };
+            let adopt = Adopt { fd, addr, connect, assigned, rest: rest.freeze(), grant };
             shard.mesh.push(home, MeshOp::Adopt(Box::new(adopt)));
             shard.mesh.stage_all();
             // Dropping our stream closes our descriptor; the home shard's duplicate keeps the
@@ -117,7 +126,48 @@ pub async fn serve_adopted(shard: Rc<Shard>, adopt: Adopt) {
         return;
     }
     let rest = BytesMut::from(&adopt.rest[..]);
-    run(shard, stream, adopt.addr, adopt.connect, adopt.assigned, rest).await;
+    run(shard, stream, adopt.addr, adopt.connect, adopt.assigned, rest, adopt.grant).await;
+}
+
+/// Checks a CONNECT's token (the password; the username is `%u`) when `[auth.jwt]` is on.
+/// `Ok(None)`: the broker is open. The will topic is a publish, so the token must allow it.
+fn authenticate(shard: &Shard, connect: &Connect) -> Result<Option<Box<Grant>>, ReasonCode> {
+    let Some(auth) = &shard.identity.auth else { return Ok(None) };
+    let credentials = Credentials {
+        protocol: AuthProtocol::Mqtt,
+        token: connect.password.as_deref(),
+        client_id: Some(&connect.client_id),
+        username: connect.username.as_deref(),
+    };
+    let code = |error: AuthError| match connect.version {
+        Version::V5_0 => ReasonCode(error.mqtt_v5_code()),
+        Version::V3_1_1 => ReasonCode(error.mqtt_v3_code()),
+    };
+    let grant = match auth.authenticate(&credentials, super::unix_now()) {
+        Ok(grant) => grant,
+        Err(error) => {
+            tracing::info!(reason = error.reason(), "MQTT CONNECT refused");
+            return Err(code(error));
+        }
+    };
+    if let Some(will) = &connect.will {
+        let allowed = subject::mqtt_topic_to_subject(&will.topic).is_ok_and(|subject| {
+            publish_allowed(&grant, &subject, will.qos as u8, will.retain, will.payload.len())
+        });
+        if !allowed {
+            tracing::info!("MQTT CONNECT refused: the token does not allow the will topic");
+            return Err(code(AuthError::NoPermissions));
+        }
+    }
+    Ok(Some(Box::new(grant)))
+}
+
+/// Whether a grant allows this publish: subject, QoS cap, retain and payload size.
+fn publish_allowed(grant: &Grant, subject: &[u8], qos: u8, retain: bool, payload: usize) -> bool {
+    grant.permissions.may_publish(subject)
+        && grant.max_qos.is_none_or(|max| qos <= max)
+        && (!retain || grant.retain)
+        && grant.max_payload.is_none_or(|max| payload <= max as usize)
 }
 
 /// Duplicates the socket's descriptor so that it can move to another executor.
@@ -274,11 +324,12 @@ async fn run(
     connect: Box<Connect>,
     assigned: bool,
     buf: BytesMut,
+    grant: Option<Box<Grant>>,
 ) {
     let stream = Rc::new(RefCell::new(stream));
     let (slot, _cid) = shard.open_conn(addr, Protocol::Mqtt);
     let version = connect.version;
-    let (session, present, capped_expiry) = shard.mqtt_attach(slot, &connect);
+    let (session, present, capped_expiry) = shard.mqtt_attach(slot, &connect, grant);
     let mut keep_alive = connect.keep_alive_seconds;
     let server_max = shard.config.mqtt.server_keep_alive_s;
     let mut server_keep_alive = None;
@@ -788,6 +839,14 @@ async fn on_publish(
             return None;
         }
     };
+    let denied = shard.with_session(session, |s| {
+        s.grant
+            .as_ref()
+            .is_some_and(|g| !publish_allowed(g, &subject, qos_bits, retain, payload.len()))
+    });
+    if denied {
+        return publish_denied(shard, slot, version, qos, packet_id);
+    }
     let message = mqtt_message(
         topic,
         subject,
@@ -828,6 +887,40 @@ async fn on_publish(
             shard.with_session(session, |s| s.incoming_qos2.push(packet_id));
             send(shard, slot, version, Packet::PubRec(ack(packet_id, ReasonCode::SUCCESS)));
         }
+    }
+    None
+}
+
+/// A publish the token does not allow: counted and not routed. 5.0 acknowledges QoS 1/2 with
+/// 0x87 (Not authorized); 3.1.1 has no negative acknowledgement, so the publish is
+/// acknowledged and dropped (as mosquitto and VerneMQ do); with `on_publish_denied =
+/// "disconnect"` the connection is closed instead (5.0: DISCONNECT 0x87).
+fn publish_denied(
+    shard: &Shard,
+    slot: u32,
+    version: Version,
+    qos: QoS,
+    packet_id: u16,
+) -> Option<Exit> {
+    ShardStats::add(&shard.stats.auth_publish_denied, 1);
+    if shard.identity.auth.as_ref().is_some_and(|a| a.on_publish_denied_disconnect()) {
+        disconnect(
+            shard,
+            slot,
+            version,
+            ReasonCode::NOT_AUTHORIZED,
+            "publish not allowed by the token",
+        );
+        return Some(Exit::Unclean);
+    }
+    let code = match version {
+        Version::V5_0 => ReasonCode::NOT_AUTHORIZED,
+        Version::V3_1_1 => ReasonCode::SUCCESS,
+    };
+    match qos {
+        QoS::AtMostOnce => {}
+        QoS::AtLeastOnce => send(shard, slot, version, Packet::PubAck(ack(packet_id, code))),
+        QoS::ExactlyOnce => send(shard, slot, version, Packet::PubRec(ack(packet_id, code))),
     }
     None
 }
@@ -919,7 +1012,7 @@ async fn on_subscribe(
     for (filter, options) in &subscribe.filters {
         match shard.mqtt_subscribe(session, version, filter, *options, identifier) {
             Ok(done) => {
-                codes.push(ReasonCode(options.qos as u8));
+                codes.push(ReasonCode(done.qos as u8));
                 epoch = epoch.max(done.epoch);
                 retained.extend(done.retained);
             }
@@ -974,6 +1067,8 @@ fn on_unsubscribe(shard: &Shard, slot: u32, session: u32, version: Version, u: U
 struct Subscribed {
     epoch: Option<u64>,
     retained: Vec<Pending>,
+    /// The QoS granted: the one asked for, capped by the token's max_qos.
+    qos: QoS,
 }
 
 /// Buffers reused by every outgoing PUBLISH of a shard, so that a delivery that needs a
@@ -1002,7 +1097,12 @@ impl Shard {
     /// Binds connection `slot` to the session of `connect.client_id`: takes it over from an
     /// older connection, resumes it or starts it anew. Returns (session, session present,
     /// the expiry to report in a 5.0 CONNACK when it was capped).
-    fn mqtt_attach(&self, slot: u32, connect: &Connect) -> (u32, bool, Option<u32>) {
+    fn mqtt_attach(
+        &self,
+        slot: u32,
+        connect: &Connect,
+        grant: Option<Box<Grant>>,
+    ) -> (u32, bool, Option<u32>) {
         let existing = self.session_ids.borrow().get(&connect.client_id).copied();
         let mut present = false;
         if let Some(index) = existing {
@@ -1064,9 +1164,55 @@ impl Shard {
             s.alias_max = connect.properties.topic_alias_maximum.unwrap_or(0);
             s.aliases = None;
         });
+        if let Some(at) = grant.as_ref().and_then(|g| g.expires_at) {
+            self.expect_expiry(at);
+        }
+        let checked = grant.is_some();
+        self.with_session(index, |s| s.grant = grant);
+        if present && checked {
+            self.recheck_subscriptions(index);
+        }
         self.with_conn(slot, |c| c.session = Some(index));
         self.store.borrow_mut().session_saved(&self.sessions.borrow()[index as usize]);
         (index, present, capped)
+    }
+
+    /// A resumed session's stored subscriptions, checked against the token of the connection
+    /// that resumed it: those it no longer allows are removed (and counted), those that now
+    /// overlap a deny rule filter their deliveries.
+    fn recheck_subscriptions(&self, index: u32) {
+        let filters: Vec<Bytes> = self.with_session(index, |s| s.subs.keys().cloned().collect());
+        for filter in filters {
+            let mqtt_filter = match filter.strip_prefix(b"$share/") {
+                Some(rest) => match rest.iter().position(|&b| b == b'/') {
+                    Some(slash) => &rest[slash + 1..],
+                    None => continue,
+                },
+                None => &filter[..],
+            };
+            let check = match subject::mqtt_filter_to_subject(mqtt_filter) {
+                Ok(translated) => self.with_session(index, |s| {
+                    s.grant.as_ref().map(|g| g.permissions.may_subscribe(&translated.subject))
+                }),
+                Err(_) => Some(SubscribeCheck::Denied),
+            };
+            match check {
+                None | Some(SubscribeCheck::Allowed) => {}
+                Some(SubscribeCheck::AllowedWithDenyFilter) => {
+                    let ids = self.with_session(index, |s| {
+                        s.subs.get(&filter[..]).map(|sub| sub.ids.clone())
+                    });
+                    for id in ids.into_iter().flatten() {
+                        self.set_deny_filter(id);
+                    }
+                }
+                Some(SubscribeCheck::Denied) => {
+                    ShardStats::add(&self.stats.auth_subscriptions_revoked, 1);
+                    tracing::info!(filter = %String::from_utf8_lossy(&filter), "stored subscription no longer allowed by the token: removed");
+                    self.mqtt_unsubscribe(index, &filter);
+                }
+            }
+        }
     }
 
     /// Resends what a resumed session left unacknowledged (PUBLISH with DUP, or PUBREL), in
@@ -1255,8 +1401,34 @@ impl Shard {
             None => (Bytes::new(), filter.clone()),
         };
         let translated = subject::mqtt_filter_to_subject(&mqtt_filter).map_err(|_| invalid)?;
+        let (check, parent_check, max_qos) = self.with_session(index, |s| match &s.grant {
+            Some(g) => (
+                g.permissions.may_subscribe(&translated.subject),
+                translated.parent().map(|p| g.permissions.may_subscribe(p)),
+                g.max_qos,
+            ),
+            None => (SubscribeCheck::Allowed, None, None),
+        });
+        if check == SubscribeCheck::Denied {
+            ShardStats::add(&self.stats.auth_subscribe_denied, 1);
+            return Err(match version {
+                Version::V5_0 => ReasonCode::NOT_AUTHORIZED,
+                Version::V3_1_1 => ReasonCode::UNSPECIFIED_ERROR, // 0x80: Failure
+            });
+        }
+        let mut options = options;
+        if let Some(max) = max_qos {
+            // The token caps the QoS: the subscription is granted at most that (SUBACK says so).
+            options.qos = options.qos.min(QoS::from_bits(max).unwrap_or(QoS::AtMostOnce));
+        }
         let nats_filter = Bytes::copy_from_slice(&translated.subject);
-        let parent = translated.parent().map(Bytes::copy_from_slice);
+        // `a/#` also matches `a`: that second subscription only where the token allows it.
+        let parent = translated
+            .parent()
+            .filter(|_| parent_check != Some(SubscribeCheck::Denied))
+            .map(Bytes::copy_from_slice);
+        let deny_filter = check == SubscribeCheck::AllowedWithDenyFilter
+            || parent_check == Some(SubscribeCheck::AllowedWithDenyFilter);
         let wildcard_first = translated.is_reserved_for_wildcards();
         drop(translated);
         let existed = self.mqtt_unsubscribe(index, filter);
@@ -1278,6 +1450,7 @@ impl Shard {
                 max: None,
                 delivered: 0,
                 mqtt: Some(sub),
+                deny_filter,
             });
             ids.push(id);
             epoch = epoch.max(changed);
@@ -1302,7 +1475,7 @@ impl Shard {
                 }
             }
         }
-        Ok(Subscribed { epoch, retained })
+        Ok(Subscribed { epoch, retained, qos: options.qos })
     }
 
     /// Removes one subscription of a session; false if it had none on `filter`.
@@ -1316,6 +1489,15 @@ impl Shard {
     }
 
     /// The fan-out's entry point: one message for one MQTT subscription of session `index`.
+    /// Whether a session's token lets `subject` through its deny rules.
+    pub(super) fn mqtt_may_deliver(&self, session: u32, subject: &[u8]) -> bool {
+        self.sessions
+            .borrow()
+            .get(session as usize)
+            .and_then(|s| s.grant.as_ref())
+            .is_none_or(|g| g.permissions.may_deliver(subject))
+    }
+
     pub(super) fn deliver_mqtt(
         &self,
         index: u32,
@@ -1466,6 +1648,53 @@ impl Shard {
         }
     }
 
+    /// Closes connections whose token expired: MQTT 5 with DISCONNECT 0xA0 (Maximum connect
+    /// time), MQTT 3.1.1 by closing, NATS with -ERR 'User Authentication Expired'. The will is
+    /// published (a server-initiated close). Walks the connections only once the earliest
+    /// expiry has come.
+    fn close_expired_tokens(&self) {
+        let now = super::unix_now();
+        if self.auth_deadline.get().is_none_or(|at| at > now) {
+            return;
+        }
+        let mut expired: SmallVec<[(u32, Protocol, Option<u32>); 4]> = SmallVec::new();
+        let mut next: Option<u64> = None;
+        {
+            let conns = self.conns.borrow();
+            let sessions = self.sessions.borrow();
+            for (slot, c) in conns.iter() {
+                if c.closing {
+                    continue;
+                }
+                let exp = match c.protocol {
+                    Protocol::Nats => c.grant.as_ref().and_then(|g| g.expires_at),
+                    Protocol::Mqtt => c
+                        .session
+                        .and_then(|i| sessions.get(i as usize))
+                        .and_then(|s| s.grant.as_ref().and_then(|g| g.expires_at)),
+                };
+                match exp {
+                    Some(at) if at <= now => expired.push((slot as u32, c.protocol, c.session)),
+                    Some(at) => next = Some(next.map_or(at, |n| n.min(at))),
+                    None => {}
+                }
+            }
+        }
+        self.auth_deadline.set(next);
+        for (slot, protocol, session) in expired {
+            ShardStats::add(&self.stats.auth_expired, 1);
+            match protocol {
+                Protocol::Nats => self.close_with_err(slot, "User Authentication Expired"),
+                Protocol::Mqtt => {
+                    let version =
+                        session.map_or(Version::V3_1_1, |i| self.with_session(i, |s| s.version));
+                    let why = "the connection's token expired";
+                    disconnect(self, slot, version, ReasonCode::MAXIMUM_CONNECT_TIME, why);
+                }
+            }
+        }
+    }
+
     /// Keep-alive deadlines, delayed wills and session expiry; called every [`SWEEP_INTERVAL`].
     pub fn mqtt_sweep(&self) {
         let now = Instant::now();
@@ -1478,6 +1707,12 @@ impl Shard {
             .map(|(slot, _)| slot as u32)
             .collect();
         for slot in silent {
+            if self.with_conn(slot, |c| c.protocol) == Protocol::Nats {
+                // A NATS connection's deadline is the authentication timeout (nats-server: 2 s).
+                ShardStats::add(&self.stats.auth_refused, 1);
+                self.close_with_err(slot, "Authentication Timeout");
+                continue;
+            }
             let version = self
                 .with_conn(slot, |c| c.session)
                 .map(|index| self.with_session(index, |s| s.version));
@@ -1486,6 +1721,7 @@ impl Shard {
             let version = version.unwrap_or(Version::V3_1_1);
             disconnect(self, slot, version, ReasonCode::KEEP_ALIVE_TIMEOUT, why);
         }
+        self.close_expired_tokens();
         // Offline sessions are scanned only when the earliest deadline has come, so a shard
         // with many long-lived offline sessions does not walk them all four times a second.
         if self.session_deadline.get().is_none_or(|at| at > now) {

@@ -2,11 +2,15 @@
 //! nats-server does (PROTOCOLS.md §2.3: which errors close and which do not).
 
 use super::{NatsFlags, Routed, Shard};
+use crate::auth::{
+    AuthError, Authenticator, Credentials, Grant, Protocol as AuthProtocol, SubscribeCheck,
+};
 use crate::message::{Message, MqttProperties};
 use crate::protocol::mqtt::interop;
 use crate::protocol::nats::codec::{self, ClientOp};
 use crate::protocol::nats::connect::{ConnectOptions, Info};
 use crate::protocol::subject;
+use crate::stats::ShardStats;
 use bytes::BufMut;
 use std::sync::Arc;
 
@@ -39,19 +43,40 @@ pub fn greet(shard: &Shard, slot: u32, cid: u64) {
         max_payload: shard.config.nats.max_payload,
         client_id: cid,
         client_ip: addr.ip().to_string(),
+        auth_required: shard.identity.auth.as_ref().is_some_and(|a| a.required()),
     };
     let json = serde_json::to_vec(&info).expect("INFO serialises");
     shard.send(slot, |out| codec::encode_info(out, &json));
+    if shard.identity.auth.is_some() {
+        // CONNECT must come first when tokens are checked, and within AUTH_TIMEOUT.
+        let deadline = std::time::Instant::now() + AUTH_TIMEOUT;
+        shard.with_conn(slot, |c| c.keepalive_deadline = Some(deadline));
+    }
 }
 
 /// Applies one client op.
 pub fn handle(shard: &Shard, slot: u32, op: ClientOp) -> Next {
-    let flags = shard.with_conn(slot, |c| {
+    let (flags, authenticated) = shard.with_conn(slot, |c| {
         c.active = true;
-        c.flags
+        (c.flags, c.authenticated)
     });
+    if !authenticated && shard.identity.auth.is_some() && !matches!(op, ClientOp::Connect(_)) {
+        // nats-server 2.9 with auth: any op before CONNECT (PING included) closes.
+        ShardStats::add(&shard.stats.auth_refused, 1);
+        shard.close_with_err(slot, AUTHORIZATION_VIOLATION);
+        return Next::Close;
+    }
     match op {
         ClientOp::Pub(mut message) => {
+            if !shard.with_conn(slot, |c| may_publish(c.grant.as_deref(), &message.subject)) {
+                ShardStats::add(&shard.stats.auth_publish_denied, 1);
+                let text = format!(
+                    "Permissions Violation for Publish to \"{}\"",
+                    printable(&message.subject)
+                );
+                shard.send(slot, |out| codec::encode_err(out, &text));
+                return Next::Continue;
+            }
             if !message.headers.is_empty() && !flags.headers {
                 // nats-server 2.9.10 closes without an -ERR ("message headers not supported").
                 shard.close(slot);
@@ -83,7 +108,29 @@ pub fn handle(shard: &Shard, slot: u32, op: ClientOp) -> Next {
                 shard.send(slot, |out| codec::encode_err(out, "Invalid Subject"));
                 return Next::Continue;
             }
-            shard.subscribe(slot, sid, subject, queue);
+            let check = shard.with_conn(slot, |c| {
+                c.grant.as_ref().map(|g| g.permissions.may_subscribe(&subject))
+            });
+            let deny_filter = match check {
+                None | Some(SubscribeCheck::Allowed) => false,
+                Some(SubscribeCheck::AllowedWithDenyFilter) => true,
+                Some(SubscribeCheck::Denied) => {
+                    ShardStats::add(&shard.stats.auth_subscribe_denied, 1);
+                    let mut text = format!(
+                        "Permissions Violation for Subscription to \"{}\"",
+                        printable(&subject)
+                    );
+                    if !queue.is_empty() {
+                        text.push_str(&format!(" using queue \"{}\"", printable(&queue)));
+                    }
+                    shard.send(slot, |out| codec::encode_err(out, &text));
+                    return Next::Continue;
+                }
+            };
+            let id = shard.subscribe(slot, sid, subject, queue);
+            if deny_filter {
+                shard.set_deny_filter(id);
+            }
         }
         ClientOp::Unsub { sid, max } => {
             let id = shard.with_conn(slot, |c| c.sids.as_ref().and_then(|s| s.get(&sid).copied()));
@@ -100,6 +147,20 @@ pub fn handle(shard: &Shard, slot: u32, op: ClientOp) -> Next {
         }
         ClientOp::Connect(json) => match ConnectOptions::parse(&json) {
             Ok(options) => {
+                if let Some(auth) = &shard.identity.auth {
+                    if !authenticated {
+                        match authenticate(auth, &options) {
+                            Ok(grant) => shard.admit(slot, Box::new(grant)),
+                            Err(error) => {
+                                ShardStats::add(&shard.stats.auth_refused, 1);
+                                let addr = shard.with_conn(slot, |c| c.addr);
+                                tracing::info!(%addr, reason = error.reason(), "NATS CONNECT refused");
+                                shard.close_with_err(slot, AUTHORIZATION_VIOLATION);
+                                return Next::Close;
+                            }
+                        }
+                    }
+                }
                 let flags = NatsFlags {
                     verbose: options.verbose,
                     pedantic: options.pedantic,
@@ -123,6 +184,34 @@ pub fn handle(shard: &Shard, slot: u32, op: ClientOp) -> Next {
         shard.send(slot, |out| out.put_slice(b"+OK\r\n"));
     }
     Next::Continue
+}
+
+/// How long a NATS client has to send CONNECT when auth is on (nats-server 2.9: 2 s, then
+/// -ERR 'Authentication Timeout').
+const AUTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// nats-server's `-ERR` text for a refused or missing CONNECT.
+pub const AUTHORIZATION_VIOLATION: &str = "Authorization Violation";
+
+/// Checks a NATS CONNECT's credentials: the token in `auth_token`, else in `pass`.
+fn authenticate(auth: &Authenticator, options: &ConnectOptions) -> Result<Grant, AuthError> {
+    let token = options.auth_token.as_deref().or(options.pass.as_deref());
+    let credentials = Credentials {
+        protocol: AuthProtocol::Nats,
+        token: token.map(str::as_bytes),
+        client_id: None,
+        username: options.user.as_deref().map(str::as_bytes),
+    };
+    auth.authenticate(&credentials, super::unix_now())
+}
+
+fn may_publish(grant: Option<&Grant>, subject: &[u8]) -> bool {
+    grant.is_none_or(|g| g.permissions.may_publish(subject))
+}
+
+/// A subject for an error text: what a client sent, without control characters.
+fn printable(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).chars().filter(|c| !c.is_control()).take(256).collect()
 }
 
 /// Queues PONG.

@@ -111,6 +111,24 @@ impl SubTable {
         }
     }
 
+    /// The subscription of `filter`.
+    pub fn get(&self, filter: &[u8]) -> Option<&SessionSub> {
+        match self {
+            SubTable::Few(few) => few.iter().find(|(f, _)| f == filter).map(|(_, sub)| sub),
+            SubTable::Many(many) => many.get(filter),
+        }
+    }
+
+    /// Every filter.
+    pub fn keys(&self) -> impl Iterator<Item = &Bytes> {
+        let (few, many) = match self {
+            SubTable::Few(few) => (Some(few), None),
+            SubTable::Many(many) => (None, Some(many)),
+        };
+        let few = few.into_iter().flatten().map(|(filter, _)| filter);
+        few.chain(many.into_iter().flat_map(|many| many.keys()))
+    }
+
     /// Every subscription.
     pub fn values(&self) -> impl Iterator<Item = &SessionSub> {
         let (few, many) = match self {
@@ -170,6 +188,9 @@ pub struct Session {
     pub alias_max: u16,
     /// Topics the broker has given aliases on this connection (allocated on the first).
     pub aliases: Option<Box<AHashMap<Bytes, u16>>>,
+    /// What the token of the current (or last) connection allows; `None`: everything (the
+    /// broker is open). Replaced at every CONNECT.
+    pub grant: Option<Box<crate::auth::Grant>>,
 }
 
 impl Session {
@@ -192,6 +213,7 @@ impl Session {
             max_packet: u32::MAX,
             alias_max: 0,
             aliases: None,
+            grant: None,
         }
     }
 

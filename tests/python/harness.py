@@ -92,15 +92,20 @@ def _toml_value(value) -> str:
         return str(value)
     if isinstance(value, str):
         return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(f"unsupported config value {value!r}")
 
 
 def isthmus_toml(config: dict) -> str:
+    """Tables by (dotted) name, e.g. {"auth.jwt": {...}}; a list of dicts is an array of tables
+    ({"auth.jwt.keys": [{...}]} -> [[auth.jwt.keys]])."""
     lines = []
     for table, keys in config.items():
-        lines.append(f"[{table}]")
-        lines.extend(f"{key} = {_toml_value(value)}" for key, value in keys.items())
-        lines.append("")
+        for entry in keys if isinstance(keys, list) else [keys]:
+            lines.append(f"[[{table}]]" if isinstance(keys, list) else f"[{table}]")
+            lines.extend(f"{key} = {_toml_value(value)}" for key, value in entry.items())
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -620,6 +625,8 @@ class MqttClient:
         connect_properties: dict | None = None,
         connect: bool = True,
         timeout: float = 5.0,
+        username: str | None = None,
+        password: str | None = None,
     ):
         assert level in (4, 5), level
         self.broker = broker
@@ -636,6 +643,8 @@ class MqttClient:
             **kwargs,
         )
         # paho's own outbound window: large so that it never throttles what a test sends.
+        if username is not None or password is not None:
+            self.client.username_pw_set(username, password)
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
         self.messages: queue.Queue = queue.Queue()
@@ -643,10 +652,12 @@ class MqttClient:
         self.connack = None  # (session_present, reason code int, properties or None)
         self.disconnects: list[tuple[bool, int, object]] = []  # (from server, reason, props)
         self.acks: dict[int, list[int]] = {}  # SUBACK / UNSUBACK reason codes by mid
+        self.pubacks: dict[int, int] = {}  # PUBACK / PUBREC (QoS 2: PUBCOMP) reason code by mid
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_ack
+        self.client.on_publish = self._on_publish
         self.client.on_unsubscribe = self._on_ack
         self.connect_properties = dict(connect_properties or {})
         if session_expiry is not None:
@@ -686,6 +697,11 @@ class MqttClient:
     def _on_ack(self, client, userdata, mid, reason_codes, properties):
         with self.changed:
             self.acks[mid] = [int(code.value) for code in reason_codes]
+            self.changed.notify_all()
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties):
+        with self.changed:
+            self.pubacks[mid] = int(reason_code.value)
             self.changed.notify_all()
 
     def _wait(self, predicate, timeout: float, what: str):

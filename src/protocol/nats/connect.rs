@@ -28,6 +28,12 @@ pub struct ConnectOptions {
     /// Client library version.
     #[serde(deserialize_with = "null_as_empty")]
     pub version: String,
+    /// A token (here: the device JWT).
+    pub auth_token: Option<String>,
+    /// User name; `%u` in the token's rules.
+    pub user: Option<String>,
+    /// Password; carries the JWT when `auth_token` is absent.
+    pub pass: Option<String>,
 }
 
 /// async-nats sends `"name":null`; nats-server (Go) reads null as the empty string.
@@ -47,6 +53,9 @@ impl Default for ConnectOptions {
             name: String::new(),
             lang: String::new(),
             version: String::new(),
+            auth_token: None,
+            user: None,
+            pass: None,
         }
     }
 }
@@ -113,6 +122,9 @@ pub struct Info<'a> {
     pub client_id: u64,
     /// The client's address as seen by the server.
     pub client_ip: String,
+    /// CONNECT must carry credentials (sent only when true, as nats-server does).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub auth_required: bool,
 }
 
 #[cfg(test)]
@@ -129,6 +141,10 @@ mod tests {
         .unwrap();
         assert!(!options.verbose && !options.echo && options.no_responders);
         assert_eq!(options.lang, "rust");
+        let options =
+            ConnectOptions::parse(br#"{"auth_token":"t","user":"u","pass":null}"#).unwrap();
+        assert_eq!(options.auth_token.as_deref(), Some("t"));
+        assert_eq!((options.user.as_deref(), options.pass), (Some("u"), None));
     }
 
     #[test]
