@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The default configuration file, comments included.
 pub const DEFAULT_TOML: &str = include_str!("default_config.toml");
@@ -63,6 +63,84 @@ pub struct NatsConfig {
     pub ping_max: u32,
     /// Longest a single write to a client may block, in milliseconds.
     pub write_deadline_ms: u64,
+    /// `[nats.tls]`: when present, the NATS listener requires TLS (INFO in plaintext with
+    /// `tls_required`, then the handshake, then CONNECT), as nats-server does.
+    pub tls: Option<NatsTlsConfig>,
+}
+
+/// `[nats.tls]`: the certificate of the NATS listener, which then requires TLS.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NatsTlsConfig {
+    /// Certificate chain, PEM, leaf first.
+    pub cert_file: PathBuf,
+    /// Private key of the leaf certificate, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// CA certificates, PEM, that client certificates must chain to (mTLS; INFO `tls_verify`).
+    pub client_ca_file: Option<PathBuf>,
+    /// With `client_ca_file`: refuse clients without a certificate (default true). False lets
+    /// them in unauthenticated, and still verifies a certificate that is sent.
+    pub client_cert_required: Option<bool>,
+}
+
+/// `[mqtt.tls]`: an MQTT-over-TLS listener, beside the plaintext `mqtt.listen`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MqttTlsConfig {
+    /// Listen address of the TLS listener (MQTT's registered port is 8883).
+    #[serde(default = "MqttTlsConfig::default_listen")]
+    pub listen: SocketAddr,
+    /// Certificate chain, PEM, leaf first.
+    pub cert_file: PathBuf,
+    /// Private key of the leaf certificate, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// CA certificates, PEM, that client certificates must chain to (mTLS).
+    pub client_ca_file: Option<PathBuf>,
+    /// With `client_ca_file`: refuse clients without a certificate (default true). False lets
+    /// them in unauthenticated, and still verifies a certificate that is sent.
+    pub client_cert_required: Option<bool>,
+}
+
+/// The certificate files of one TLS listener, whichever protocol it serves.
+#[derive(Clone, Copy, Debug)]
+pub struct TlsFiles<'a> {
+    /// Certificate chain, PEM.
+    pub cert_file: &'a Path,
+    /// Private key, PEM.
+    pub key_file: &'a Path,
+    /// Client CA certificates, PEM; `Some` turns on client certificate verification.
+    pub client_ca_file: Option<&'a Path>,
+    /// Clients must present a certificate (only with `client_ca_file`).
+    pub client_cert_required: bool,
+}
+
+impl NatsTlsConfig {
+    /// The files and the effective client-certificate rule.
+    pub fn files(&self) -> TlsFiles<'_> {
+        tls_files(&self.cert_file, &self.key_file, &self.client_ca_file, self.client_cert_required)
+    }
+}
+
+impl MqttTlsConfig {
+    fn default_listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 8883))
+    }
+
+    /// The files and the effective client-certificate rule.
+    pub fn files(&self) -> TlsFiles<'_> {
+        tls_files(&self.cert_file, &self.key_file, &self.client_ca_file, self.client_cert_required)
+    }
+}
+
+fn tls_files<'a>(
+    cert_file: &'a Path,
+    key_file: &'a Path,
+    client_ca_file: &'a Option<PathBuf>,
+    required: Option<bool>,
+) -> TlsFiles<'a> {
+    let client_ca_file = client_ca_file.as_deref();
+    let client_cert_required = client_ca_file.is_some() && required.unwrap_or(true);
+    TlsFiles { cert_file, key_file, client_ca_file, client_cert_required }
 }
 
 /// `[mqtt]`: the MQTT listener, packet limits and per-session bounds.
@@ -93,7 +171,10 @@ pub struct MqttConfig {
     pub connect_timeout_ms: u64,
     /// A connection with no traffic either way for this long goes dormant: it gives back its
     /// tasks and buffers and waits in an epoll set until it has input or output (0: never).
+    /// TLS connections never go dormant (docs/tls.md).
     pub dormant_after_ms: u64,
+    /// `[mqtt.tls]`: an MQTT-over-TLS listener beside the plaintext one.
+    pub tls: Option<MqttTlsConfig>,
 }
 
 impl Default for MqttConfig {
@@ -110,6 +191,7 @@ impl Default for MqttConfig {
             server_keep_alive_s: 0,
             connect_timeout_ms: 10_000,
             dormant_after_ms: 2_000,
+            tls: None,
         }
     }
 }
@@ -138,6 +220,7 @@ impl Default for NatsConfig {
             ping_interval_ms: 120_000,
             ping_max: 2,
             write_deadline_ms: 10_000,
+            tls: None,
         }
     }
 }
@@ -150,11 +233,36 @@ impl Config {
         Ok(config)
     }
 
-    /// Reads and parses a TOML file.
+    /// Reads and parses a TOML file. Relative certificate paths are taken relative to the
+    /// file's directory, as nats-server and mosquitto do, not to the working directory.
     pub fn from_file(path: &Path) -> Result<Config, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-        Config::from_toml(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+        let mut config =
+            Config::from_toml(&text).map_err(|e| format!("config file {}: {e}", path.display()))?;
+        if let Some(dir) = path.parent() {
+            config.resolve_paths(dir);
+        }
+        Ok(config)
+    }
+
+    /// Makes every relative file path in the config relative to `dir`.
+    pub fn resolve_paths(&mut self, dir: &Path) {
+        let resolve = |path: &mut PathBuf| {
+            if path.is_relative() {
+                *path = dir.join(&*path);
+            }
+        };
+        if let Some(tls) = &mut self.mqtt.tls {
+            resolve(&mut tls.cert_file);
+            resolve(&mut tls.key_file);
+            tls.client_ca_file.as_mut().map(resolve);
+        }
+        if let Some(tls) = &mut self.nats.tls {
+            resolve(&mut tls.cert_file);
+            resolve(&mut tls.key_file);
+            tls.client_ca_file.as_mut().map(resolve);
+        }
     }
 
     /// Checks relations between keys that serde cannot.
@@ -191,6 +299,33 @@ impl Config {
         if self.mqtt.listen == self.nats.listen && self.nats.listen.port() != 0 {
             return Err("mqtt.listen and nats.listen must differ".into());
         }
+        if let Some(tls) = &self.mqtt.tls {
+            let addr = tls.listen;
+            if addr.port() != 0 && (addr == self.mqtt.listen || addr == self.nats.listen) {
+                return Err("mqtt.tls.listen must differ from mqtt.listen and nats.listen".into());
+            }
+        }
+        let tls = [
+            (
+                "mqtt.tls",
+                self.mqtt
+                    .tls
+                    .as_ref()
+                    .map(|t| (t.client_ca_file.is_some(), t.client_cert_required)),
+            ),
+            (
+                "nats.tls",
+                self.nats
+                    .tls
+                    .as_ref()
+                    .map(|t| (t.client_ca_file.is_some(), t.client_cert_required)),
+            ),
+        ];
+        for (table, files) in tls {
+            if let Some((false, Some(true))) = files {
+                return Err(format!("{table}.client_cert_required needs {table}.client_ca_file"));
+            }
+        }
         Ok(())
     }
 
@@ -219,6 +354,44 @@ mod tests {
         assert_eq!(config.nats.max_payload, 1000);
         assert_eq!(config.nats.max_control_line, 4096);
         assert_eq!(config.server, ServerConfig::default());
+    }
+
+    #[test]
+    fn tls_tables_parse_and_resolve_relative_paths() {
+        let text = "[mqtt.tls]\nlisten = \"0.0.0.0:8883\"\ncert_file = \"server.pem\"\n\
+                    key_file = \"/etc/isthmus/server.key\"\nclient_ca_file = \"ca.pem\"\n\
+                    [nats.tls]\ncert_file = \"n.pem\"\nkey_file = \"n.key\"\n";
+        let mut config = Config::from_toml(text).unwrap();
+        config.resolve_paths(Path::new("/conf"));
+        let mqtt = config.mqtt.tls.as_ref().unwrap();
+        assert_eq!(mqtt.listen, "0.0.0.0:8883".parse().unwrap());
+        let files = mqtt.files();
+        assert_eq!(files.cert_file, Path::new("/conf/server.pem"));
+        assert_eq!(files.key_file, Path::new("/etc/isthmus/server.key"));
+        assert_eq!(files.client_ca_file, Some(Path::new("/conf/ca.pem")));
+        assert!(files.client_cert_required, "required by default with a client CA");
+        let nats = config.nats.tls.as_ref().unwrap().files();
+        assert_eq!(nats.cert_file, Path::new("/conf/n.pem"));
+        assert!(nats.client_ca_file.is_none() && !nats.client_cert_required);
+        assert_eq!(config.mqtt.listen, MqttConfig::default().listen, "plaintext listener stays");
+    }
+
+    #[test]
+    fn tls_mistakes_are_errors() {
+        let files = "cert_file = \"c\"\nkey_file = \"k\"\n";
+        assert!(Config::from_toml("[mqtt.tls]\ncert_file = \"c\"\n").is_err(), "no key_file");
+        assert!(
+            Config::from_toml(&format!("[nats.tls]\nlisten = \"127.0.0.1:1\"\n{files}")).is_err()
+        );
+        let required = format!("[nats.tls]\n{files}client_cert_required = true\n");
+        assert!(Config::from_toml(&required).is_err(), "client_cert_required without a CA");
+        let clash = format!("[mqtt.tls]\nlisten = \"127.0.0.1:1883\"\n{files}");
+        assert!(Config::from_toml(&clash).is_err(), "same address as mqtt.listen");
+        let optional =
+            format!("[mqtt.tls]\n{files}client_ca_file = \"ca\"\nclient_cert_required = false\n");
+        assert!(
+            !Config::from_toml(&optional).unwrap().mqtt.tls.unwrap().files().client_cert_required
+        );
     }
 
     #[test]
