@@ -69,6 +69,9 @@ pub struct ShardStats {
     pub mqtt_woken: AtomicU64,
     /// PINGREQs answered for dormant MQTT connections without waking them.
     pub mqtt_dormant_pings: AtomicU64,
+    /// TLS handshakes that failed or timed out (NATS and MQTT listeners), including plaintext
+    /// clients on a TLS-only NATS listener.
+    pub tls_handshake_failures: AtomicU64,
 }
 
 impl ShardStats {
