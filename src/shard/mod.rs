@@ -317,14 +317,14 @@ impl Shard {
     pub fn set_stream(&self, slot: u32, stream: &stream::Stream) {
         let identity = stream.tls_identity();
         let tls = stream.is_tls();
-        if let Some(identity) = &identity {
-            let cid = self.with_conn(slot, |c| c.cid);
-            tracing::debug!(cid, tls_identity = &**identity, "TLS client certificate verified");
-        }
-        self.with_conn(slot, |c| {
+        let cid = self.with_conn(slot, |c| {
             c.tls = tls;
             c.tls_identity = identity;
+            c.cid
         });
+        if let Some(identity) = self.tls_identity(slot) {
+            tracing::debug!(cid, tls_identity = &*identity, "TLS client certificate verified");
+        }
     }
 
     /// The identity of a connection's verified client certificate (`None` without mTLS), for
