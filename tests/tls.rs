@@ -477,3 +477,66 @@ fn bad_certificate_files_stop_the_start() {
     let error = isthmus::serve::start(config).err().expect("a missing key file is an error");
     assert!(error.contains("mqtt.tls") && error.contains("no-such-key.pem"), "{error}");
 }
+
+/// Handshake rate, for docs/tls.md: `cargo test --release --test tls handshake_rate --
+/// --ignored --nocapture`. Two client threads each open TLS connections to the MQTT-over-TLS
+/// listener one after another (new TCP connection, TLS 1.3 handshake with a P-256 certificate,
+/// CONNECT, CONNACK, close) for a fixed time; both ends share this machine's cores.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn handshake_rate() {
+    let pki = Pki::new("rate");
+    let running = broker(2, &pki, false, None);
+    let port = tls_port(&running);
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = pki.read("ca.pem");
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    use rustls::pki_types::pem::PemObject;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let config = Arc::new(config);
+    let run_for = Duration::from_secs(5);
+    let threads: Vec<_> = (0..2)
+        .map(|t| {
+            let config = Arc::clone(&config);
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let mut done = 0u64;
+                while started.elapsed() < run_for {
+                    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+                    let mut session =
+                        rustls::ClientConnection::new(Arc::clone(&config), name.to_owned())
+                            .unwrap();
+                    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                    tcp.set_nodelay(true).unwrap();
+                    let mut tls = rustls::Stream::new(&mut session, &mut tcp);
+                    let id = format!("rate-{t}-{done}");
+                    let mut connect = vec![0x10, (12 + id.len()) as u8, 0, 4];
+                    connect.extend_from_slice(b"MQTT\x04\x02\x00\x3c");
+                    connect.extend_from_slice(&(id.len() as u16).to_be_bytes());
+                    connect.extend_from_slice(id.as_bytes());
+                    tls.write_all(&connect).unwrap();
+                    let mut connack = [0u8; 4];
+                    std::io::Read::read_exact(&mut tls, &mut connack).unwrap();
+                    assert_eq!(connack, [0x20, 2, 0, 0]);
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect();
+    let total: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    let rate = total as f64 / run_for.as_secs_f64();
+    println!(
+        "{{\"tls_handshakes\": {total}, \"seconds\": {}, \"per_second\": {rate:.0}}}",
+        run_for.as_secs()
+    );
+    assert_eq!(counter(&running, |s| &s.tls_handshake_failures), 0);
+    running.stop();
+}
