@@ -250,9 +250,11 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(tcp) => Pin::new(tcp).poll_close(cx),
             Stream::Tls(tls) => {
+                // close_notify is sent if the socket takes it now; a close never waits on a
+                // peer that stopped reading (every write before it waited for its records).
                 // Idempotent: rustls queues close_notify once.
                 tls.session.send_close_notify();
-                ready!(tls.poll_send(cx))?;
+                tls.send_now();
                 Pin::new(&mut tls.tcp).poll_close(cx)
             }
         }
