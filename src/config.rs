@@ -20,6 +20,13 @@ pub struct Config {
     pub nats: NatsConfig,
     /// The MQTT listener and session limits.
     pub mqtt: MqttConfig,
+    /// Client authentication: JWT keys and what an unauthenticated client may do.
+    pub auth: AuthConfig,
+    /// The directory of the file this config was read from; relative paths in the config (key
+    /// files) resolve against it. `None` for the defaults or a config parsed from a string
+    /// (relative paths then resolve against the current directory).
+    #[serde(skip)]
+    pub base_dir: Option<PathBuf>,
 }
 
 /// `[server]`: process-wide settings.
@@ -101,23 +108,26 @@ pub struct MqttTlsConfig {
     pub client_cert_required: Option<bool>,
 }
 
-/// The certificate files of one TLS listener, whichever protocol it serves.
-#[derive(Clone, Copy, Debug)]
-pub struct TlsFiles<'a> {
+/// The certificate files of one TLS listener, whichever protocol it serves, with relative
+/// paths resolved.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
     /// Certificate chain, PEM.
-    pub cert_file: &'a Path,
+    pub cert_file: PathBuf,
     /// Private key, PEM.
-    pub key_file: &'a Path,
+    pub key_file: PathBuf,
     /// Client CA certificates, PEM; `Some` turns on client certificate verification.
-    pub client_ca_file: Option<&'a Path>,
+    pub client_ca_file: Option<PathBuf>,
     /// Clients must present a certificate (only with `client_ca_file`).
     pub client_cert_required: bool,
 }
 
 impl NatsTlsConfig {
-    /// The files and the effective client-certificate rule.
-    pub fn files(&self) -> TlsFiles<'_> {
-        tls_files(&self.cert_file, &self.key_file, &self.client_ca_file, self.client_cert_required)
+    /// The files, relative paths taken from `base_dir` ([`Config::base_dir`]), and the
+    /// effective client-certificate rule.
+    pub fn files(&self, base_dir: &Path) -> TlsFiles {
+        let (cert, key, ca) = (&self.cert_file, &self.key_file, &self.client_ca_file);
+        tls_files(base_dir, cert, key, ca, self.client_cert_required)
     }
 }
 
@@ -126,21 +136,30 @@ impl MqttTlsConfig {
         SocketAddr::from(([127, 0, 0, 1], 8883))
     }
 
-    /// The files and the effective client-certificate rule.
-    pub fn files(&self) -> TlsFiles<'_> {
-        tls_files(&self.cert_file, &self.key_file, &self.client_ca_file, self.client_cert_required)
+    /// The files, relative paths taken from `base_dir` ([`Config::base_dir`]), and the
+    /// effective client-certificate rule.
+    pub fn files(&self, base_dir: &Path) -> TlsFiles {
+        let (cert, key, ca) = (&self.cert_file, &self.key_file, &self.client_ca_file);
+        tls_files(base_dir, cert, key, ca, self.client_cert_required)
     }
 }
 
-fn tls_files<'a>(
-    cert_file: &'a Path,
-    key_file: &'a Path,
-    client_ca_file: &'a Option<PathBuf>,
+fn tls_files(
+    base_dir: &Path,
+    cert_file: &Path,
+    key_file: &Path,
+    client_ca_file: &Option<PathBuf>,
     required: Option<bool>,
-) -> TlsFiles<'a> {
-    let client_ca_file = client_ca_file.as_deref();
+) -> TlsFiles {
+    // `join` keeps an absolute path as it is.
+    let client_ca_file = client_ca_file.as_ref().map(|path| base_dir.join(path));
     let client_cert_required = client_ca_file.is_some() && required.unwrap_or(true);
-    TlsFiles { cert_file, key_file, client_ca_file, client_cert_required }
+    TlsFiles {
+        cert_file: base_dir.join(cert_file),
+        key_file: base_dir.join(key_file),
+        client_ca_file,
+        client_cert_required,
+    }
 }
 
 /// `[mqtt]`: the MQTT listener, packet limits and per-session bounds.
@@ -175,6 +194,81 @@ pub struct MqttConfig {
     pub dormant_after_ms: u64,
     /// `[mqtt.tls]`: an MQTT-over-TLS listener beside the plaintext one.
     pub tls: Option<MqttTlsConfig>,
+}
+
+/// `[auth]`: client authentication.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Allow listening on a non-loopback address without `[auth.jwt]`: anyone who can reach
+    /// the port may then publish and subscribe to everything.
+    pub allow_anonymous: bool,
+    /// `[auth.jwt]`: JWT verification; `None` (the default) admits every client.
+    pub jwt: Option<JwtConfig>,
+}
+
+/// `[auth.jwt]`: how tokens are verified (docs/auth.md).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtConfig {
+    /// A client without a token is refused. When false it is admitted with no permissions.
+    pub required: bool,
+    /// When set, the token's `aud` must contain it.
+    pub audience: Option<String>,
+    /// Issuer that tokens must name in `iss`, for keys without their own `issuer`.
+    pub issuer: Option<String>,
+    /// Clock skew allowed on `exp`, `nbf` and `iat`, in seconds.
+    pub leeway_s: u64,
+    /// Longest token accepted, in bytes; longer ones are refused before any parsing.
+    pub max_token_bytes: usize,
+    /// What happens to an MQTT QoS 0 (or 3.1.1) publish the token does not allow.
+    pub on_publish_denied: PublishDenied,
+    /// The keys tokens may be signed with, chosen by the token's `kid`.
+    pub keys: Vec<JwtKeyConfig>,
+}
+
+/// `on_publish_denied`: the fate of a denied publish that has no negative acknowledgement.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishDenied {
+    /// Drop the message and count it; the connection stays.
+    #[default]
+    Drop,
+    /// Close the connection.
+    Disconnect,
+}
+
+/// `[[auth.jwt.keys]]`: one verification key (or, with `jwks_file`, a set of them).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtKeyConfig {
+    /// The `kid` tokens name in their header; optional when exactly one key is configured.
+    /// For a `jwks_file` each JWK's own `kid` is used instead.
+    pub kid: Option<String>,
+    /// Header `alg` values this key accepts, e.g. `["EdDSA"]`; all of one family.
+    pub algorithms: Vec<String>,
+    /// Issuer that tokens signed with this key must name (overrides `[auth.jwt] issuer`).
+    pub issuer: Option<String>,
+    /// File holding the raw HMAC secret (one trailing newline is ignored).
+    pub secret_file: Option<PathBuf>,
+    /// PEM file with an EdDSA, ECDSA or RSA public key.
+    pub public_key_file: Option<PathBuf>,
+    /// JSON Web Key Set file.
+    pub jwks_file: Option<PathBuf>,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        JwtConfig {
+            required: true,
+            audience: None,
+            issuer: None,
+            leeway_s: 30,
+            max_token_bytes: 8192,
+            on_publish_denied: PublishDenied::Drop,
+            keys: Vec::new(),
+        }
+    }
 }
 
 impl Default for MqttConfig {
@@ -233,36 +327,21 @@ impl Config {
         Ok(config)
     }
 
-    /// Reads and parses a TOML file. Relative certificate paths are taken relative to the
-    /// file's directory, as nats-server and mosquitto do, not to the working directory.
+    /// Reads and parses a TOML file; [`Config::base_dir`] becomes the file's directory.
     pub fn from_file(path: &Path) -> Result<Config, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
         let mut config =
             Config::from_toml(&text).map_err(|e| format!("config file {}: {e}", path.display()))?;
-        if let Some(dir) = path.parent() {
-            config.resolve_paths(dir);
-        }
+        let dir = path.parent().unwrap_or(Path::new(""));
+        config.base_dir =
+            Some(if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir.into() });
         Ok(config)
     }
 
-    /// Makes every relative file path in the config relative to `dir`.
-    pub fn resolve_paths(&mut self, dir: &Path) {
-        let resolve = |path: &mut PathBuf| {
-            if path.is_relative() {
-                *path = dir.join(&*path);
-            }
-        };
-        if let Some(tls) = &mut self.mqtt.tls {
-            resolve(&mut tls.cert_file);
-            resolve(&mut tls.key_file);
-            tls.client_ca_file.as_mut().map(resolve);
-        }
-        if let Some(tls) = &mut self.nats.tls {
-            resolve(&mut tls.cert_file);
-            resolve(&mut tls.key_file);
-            tls.client_ca_file.as_mut().map(resolve);
-        }
+    /// The directory relative paths in the config resolve against.
+    pub fn base_dir(&self) -> &Path {
+        self.base_dir.as_deref().unwrap_or(Path::new("."))
     }
 
     /// Checks relations between keys that serde cannot.
@@ -326,6 +405,48 @@ impl Config {
                 return Err(format!("{table}.client_cert_required needs {table}.client_ca_file"));
             }
         }
+        self.validate_auth()?;
+        Ok(())
+    }
+
+    fn validate_auth(&self) -> Result<(), String> {
+        let Some(jwt) = &self.auth.jwt else {
+            let tls = self.mqtt.tls.as_ref().map(|t| t.listen);
+            let exposed = [Some(self.nats.listen), Some(self.mqtt.listen), tls]
+                .into_iter()
+                .flatten()
+                .find(|a| !a.ip().is_loopback());
+            if let (Some(addr), false) = (exposed, self.auth.allow_anonymous) {
+                return Err(format!(
+                    "listening on {addr} (not loopback) without [auth.jwt] lets anyone in; \
+                     configure [auth.jwt] or set auth.allow_anonymous = true"
+                ));
+            }
+            return Ok(());
+        };
+        if jwt.keys.is_empty() {
+            return Err("auth.jwt needs at least one [[auth.jwt.keys]]".into());
+        }
+        if jwt.max_token_bytes < 64 {
+            return Err("auth.jwt.max_token_bytes must be at least 64".into());
+        }
+        for (index, key) in jwt.keys.iter().enumerate() {
+            let sources = [&key.secret_file, &key.public_key_file, &key.jwks_file];
+            if sources.iter().filter(|s| s.is_some()).count() != 1 {
+                return Err(format!(
+                    "auth.jwt.keys[{index}] needs exactly one of secret_file, public_key_file, \
+                     jwks_file"
+                ));
+            }
+            if key.algorithms.is_empty() {
+                return Err(format!("auth.jwt.keys[{index}].algorithms must not be empty"));
+            }
+            if key.kid.is_none() && key.jwks_file.is_none() && jwt.keys.len() > 1 {
+                return Err(format!(
+                    "auth.jwt.keys[{index}] needs a kid: more than one key is configured"
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -358,19 +479,18 @@ mod tests {
 
     #[test]
     fn tls_tables_parse_and_resolve_relative_paths() {
-        let text = "[mqtt.tls]\nlisten = \"0.0.0.0:8883\"\ncert_file = \"server.pem\"\n\
+        let text = "[mqtt.tls]\nlisten = \"127.0.0.2:8883\"\ncert_file = \"server.pem\"\n\
                     key_file = \"/etc/isthmus/server.key\"\nclient_ca_file = \"ca.pem\"\n\
                     [nats.tls]\ncert_file = \"n.pem\"\nkey_file = \"n.key\"\n";
-        let mut config = Config::from_toml(text).unwrap();
-        config.resolve_paths(Path::new("/conf"));
+        let config = Config::from_toml(text).unwrap();
         let mqtt = config.mqtt.tls.as_ref().unwrap();
-        assert_eq!(mqtt.listen, "0.0.0.0:8883".parse().unwrap());
-        let files = mqtt.files();
+        assert_eq!(mqtt.listen, "127.0.0.2:8883".parse().unwrap());
+        let files = mqtt.files(Path::new("/conf"));
         assert_eq!(files.cert_file, Path::new("/conf/server.pem"));
         assert_eq!(files.key_file, Path::new("/etc/isthmus/server.key"));
-        assert_eq!(files.client_ca_file, Some(Path::new("/conf/ca.pem")));
+        assert_eq!(files.client_ca_file.as_deref(), Some(Path::new("/conf/ca.pem")));
         assert!(files.client_cert_required, "required by default with a client CA");
-        let nats = config.nats.tls.as_ref().unwrap().files();
+        let nats = config.nats.tls.as_ref().unwrap().files(Path::new("/conf"));
         assert_eq!(nats.cert_file, Path::new("/conf/n.pem"));
         assert!(nats.client_ca_file.is_none() && !nats.client_cert_required);
         assert_eq!(config.mqtt.listen, MqttConfig::default().listen, "plaintext listener stays");
@@ -389,9 +509,60 @@ mod tests {
         assert!(Config::from_toml(&clash).is_err(), "same address as mqtt.listen");
         let optional =
             format!("[mqtt.tls]\n{files}client_ca_file = \"ca\"\nclient_cert_required = false\n");
-        assert!(
-            !Config::from_toml(&optional).unwrap().mqtt.tls.unwrap().files().client_cert_required
-        );
+        let optional = Config::from_toml(&optional).unwrap();
+        assert!(!optional.mqtt.tls.unwrap().files(Path::new(".")).client_cert_required);
+    }
+
+    #[test]
+    fn tls_listener_on_every_interface_needs_auth_or_anonymous() {
+        let files = "cert_file = \"c\"\nkey_file = \"k\"\n";
+        let exposed = format!("[mqtt.tls]\nlisten = \"0.0.0.0:8883\"\n{files}");
+        assert!(Config::from_toml(&exposed).is_err());
+        assert!(Config::from_toml(&format!("{exposed}[auth]\nallow_anonymous = true\n")).is_ok());
+    }
+
+    #[test]
+    fn auth_section_parses_and_defaults_to_no_auth() {
+        assert_eq!(Config::default().auth.jwt, None);
+        let config = Config::from_toml(
+            "[auth.jwt]\naudience = \"isthmus\"\n[[auth.jwt.keys]]\nkid = \"k1\"\n\
+             algorithms = [\"EdDSA\"]\npublic_key_file = \"keys/a.pub.pem\"\n",
+        )
+        .unwrap();
+        let jwt = config.auth.jwt.unwrap();
+        assert!(jwt.required);
+        assert_eq!(jwt.leeway_s, 30);
+        assert_eq!(jwt.max_token_bytes, 8192);
+        assert_eq!(jwt.on_publish_denied, PublishDenied::Drop);
+        assert_eq!(jwt.audience.as_deref(), Some("isthmus"));
+        assert_eq!(jwt.keys[0].public_key_file.as_deref(), Some(Path::new("keys/a.pub.pem")));
+    }
+
+    #[test]
+    fn auth_relations_are_checked() {
+        let key = "[[auth.jwt.keys]]\nalgorithms = [\"HS256\"]\nsecret_file = \"s\"\n";
+        assert!(Config::from_toml(&format!("[auth.jwt]\n{key}")).is_ok());
+        assert!(Config::from_toml(&format!("[auth.jwt]\n{key}{key}")).is_err(), "two keys, no kid");
+        assert!(Config::from_toml("[auth.jwt]\n").is_err(), "no keys");
+        let two_sources = "[auth.jwt]\n[[auth.jwt.keys]]\nalgorithms = [\"HS256\"]\n\
+                           secret_file = \"s\"\njwks_file = \"j\"\n";
+        assert!(Config::from_toml(two_sources).is_err());
+        let exposed = "[nats]\nlisten = \"0.0.0.0:4222\"\n";
+        assert!(Config::from_toml(exposed).is_err(), "non-loopback without auth");
+        assert!(Config::from_toml(&format!("{exposed}[auth]\nallow_anonymous = true\n")).is_ok());
+        assert!(Config::from_toml(&format!("{exposed}[auth.jwt]\n{key}")).is_ok());
+        assert!(Config::from_toml("[auth.jwt]\non_publish_denied = \"explode\"\n").is_err());
+    }
+
+    #[test]
+    fn from_file_remembers_its_directory() {
+        let dir = std::env::temp_dir().join(format!("isthmus-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("isthmus.toml");
+        std::fs::write(&path, "").unwrap();
+        assert_eq!(Config::from_file(&path).unwrap().base_dir(), dir.as_path());
+        assert_eq!(Config::default().base_dir(), Path::new("."));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

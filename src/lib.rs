@@ -3,6 +3,7 @@
 //!
 //! Reading order, following the data:
 //! - [`limits`], [`config`]: every bound and every setting.
+//! - [`auth`]: JWT verification at connect time and the permission matcher it compiles.
 //! - [`message`]: the one type that crosses layers and shards.
 //! - [`protocol`]: pure codecs (`protocol::nats::codec`) and subject rules; no I/O.
 //! - [`router`]: the per-shard subject trie, match cache and the replicated interest map.
@@ -13,6 +14,7 @@
 //! - [`tls`]: rustls configurations of the TLS listeners and client certificate identities.
 //! - [`doctor`]: the host settings `isthmus doctor` checks against tuning/README.md.
 
+pub mod auth;
 pub mod config;
 pub mod doctor;
 pub mod limits;

@@ -50,6 +50,11 @@ enum Command {
         #[arg(long)]
         strict: bool,
     },
+    /// Make keys and tokens, inspect a token, or dry-run the broker's token check (offline).
+    Token {
+        #[command(subcommand)]
+        command: isthmus::auth::cli::TokenCommand,
+    },
     /// Print configuration.
     Config {
         /// Print the default configuration file with every key explained.
@@ -78,6 +83,11 @@ fn main() {
                     std::process::exit(1);
                 }
             }),
+        Command::Token { command } => isthmus::auth::cli::run(command).map(|accepted| {
+            if !accepted {
+                std::process::exit(1);
+            }
+        }),
         Command::Config { default: _ } => {
             print!("{DEFAULT_TOML}");
             Ok(())

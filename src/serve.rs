@@ -64,9 +64,11 @@ pub fn start(config: Config) -> Result<Running, String> {
     let (mqtt_addr, mqtt_reservation) = reserve_port_patiently(config.mqtt.listen)?;
     // Certificates are read once, here: a bad file stops the start instead of failing every
     // handshake.
-    let nats_tls = config.nats.tls.as_ref().map(|t| ServerTls::from_files(&t.files()));
+    let nats_tls =
+        config.nats.tls.as_ref().map(|t| ServerTls::from_files(&t.files(config.base_dir())));
     let nats_tls = nats_tls.transpose().map_err(|e| format!("nats.tls: {e}"))?;
-    let mqtt_tls = config.mqtt.tls.as_ref().map(|t| ServerTls::from_files(&t.files()));
+    let mqtt_tls =
+        config.mqtt.tls.as_ref().map(|t| ServerTls::from_files(&t.files(config.base_dir())));
     let mqtt_tls = mqtt_tls.transpose().map_err(|e| format!("mqtt.tls: {e}"))?;
     let (mqtt_tls_addr, mqtt_tls_reservation) = match &config.mqtt.tls {
         Some(tls) => {

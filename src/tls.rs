@@ -25,16 +25,16 @@ impl ServerTls {
     /// Reads the certificate, key and client CA files and builds the configuration. The crypto
     /// provider is named here (aws-lc-rs, DECISIONS.md §4) rather than left to rustls' process
     /// default, which is ambiguous when another crate in the build enables ring too.
-    pub fn from_files(files: &TlsFiles<'_>) -> Result<ServerTls, String> {
+    pub fn from_files(files: &TlsFiles) -> Result<ServerTls, String> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let chain = read_certificates(files.cert_file)?;
-        let key = PrivateKeyDer::from_pem_file(files.key_file).map_err(|e| {
+        let chain = read_certificates(&files.cert_file)?;
+        let key = PrivateKeyDer::from_pem_file(&files.key_file).map_err(|e| {
             format!("cannot read a private key from {}: {e}", files.key_file.display())
         })?;
         let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_protocol_versions(rustls::ALL_VERSIONS)
             .map_err(|e| format!("TLS: {e}"))?;
-        let builder = match files.client_ca_file {
+        let builder = match &files.client_ca_file {
             None => builder.with_no_client_auth(),
             Some(path) => {
                 let mut roots = rustls::RootCertStore::empty();
