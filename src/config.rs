@@ -73,6 +73,96 @@ pub struct NatsConfig {
     pub ping_max: u32,
     /// Longest a single write to a client may block, in milliseconds.
     pub write_deadline_ms: u64,
+    /// `[nats.tls]`: when present, the NATS listener requires TLS (INFO in plaintext with
+    /// `tls_required`, then the handshake, then CONNECT), as nats-server does.
+    pub tls: Option<NatsTlsConfig>,
+}
+
+/// `[nats.tls]`: the certificate of the NATS listener, which then requires TLS.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NatsTlsConfig {
+    /// Certificate chain, PEM, leaf first.
+    pub cert_file: PathBuf,
+    /// Private key of the leaf certificate, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// CA certificates, PEM, that client certificates must chain to (mTLS; INFO `tls_verify`).
+    pub client_ca_file: Option<PathBuf>,
+    /// With `client_ca_file`: refuse clients without a certificate (default true). False lets
+    /// them in unauthenticated, and still verifies a certificate that is sent.
+    pub client_cert_required: Option<bool>,
+}
+
+/// `[mqtt.tls]`: an MQTT-over-TLS listener, beside the plaintext `mqtt.listen`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MqttTlsConfig {
+    /// Listen address of the TLS listener (MQTT's registered port is 8883).
+    #[serde(default = "MqttTlsConfig::default_listen")]
+    pub listen: SocketAddr,
+    /// Certificate chain, PEM, leaf first.
+    pub cert_file: PathBuf,
+    /// Private key of the leaf certificate, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// CA certificates, PEM, that client certificates must chain to (mTLS).
+    pub client_ca_file: Option<PathBuf>,
+    /// With `client_ca_file`: refuse clients without a certificate (default true). False lets
+    /// them in unauthenticated, and still verifies a certificate that is sent.
+    pub client_cert_required: Option<bool>,
+}
+
+/// The certificate files of one TLS listener, whichever protocol it serves, with relative
+/// paths resolved.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// Certificate chain, PEM.
+    pub cert_file: PathBuf,
+    /// Private key, PEM.
+    pub key_file: PathBuf,
+    /// Client CA certificates, PEM; `Some` turns on client certificate verification.
+    pub client_ca_file: Option<PathBuf>,
+    /// Clients must present a certificate (only with `client_ca_file`).
+    pub client_cert_required: bool,
+}
+
+impl NatsTlsConfig {
+    /// The files, relative paths taken from `base_dir` ([`Config::base_dir`]), and the
+    /// effective client-certificate rule.
+    pub fn files(&self, base_dir: &Path) -> TlsFiles {
+        let (cert, key, ca) = (&self.cert_file, &self.key_file, &self.client_ca_file);
+        tls_files(base_dir, cert, key, ca, self.client_cert_required)
+    }
+}
+
+impl MqttTlsConfig {
+    fn default_listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 8883))
+    }
+
+    /// The files, relative paths taken from `base_dir` ([`Config::base_dir`]), and the
+    /// effective client-certificate rule.
+    pub fn files(&self, base_dir: &Path) -> TlsFiles {
+        let (cert, key, ca) = (&self.cert_file, &self.key_file, &self.client_ca_file);
+        tls_files(base_dir, cert, key, ca, self.client_cert_required)
+    }
+}
+
+fn tls_files(
+    base_dir: &Path,
+    cert_file: &Path,
+    key_file: &Path,
+    client_ca_file: &Option<PathBuf>,
+    required: Option<bool>,
+) -> TlsFiles {
+    // `join` keeps an absolute path as it is.
+    let client_ca_file = client_ca_file.as_ref().map(|path| base_dir.join(path));
+    let client_cert_required = client_ca_file.is_some() && required.unwrap_or(true);
+    TlsFiles {
+        cert_file: base_dir.join(cert_file),
+        key_file: base_dir.join(key_file),
+        client_ca_file,
+        client_cert_required,
+    }
 }
 
 /// `[mqtt]`: the MQTT listener, packet limits and per-session bounds.
@@ -103,7 +193,10 @@ pub struct MqttConfig {
     pub connect_timeout_ms: u64,
     /// A connection with no traffic either way for this long goes dormant: it gives back its
     /// tasks and buffers and waits in an epoll set until it has input or output (0: never).
+    /// TLS connections never go dormant (docs/tls.md).
     pub dormant_after_ms: u64,
+    /// `[mqtt.tls]`: an MQTT-over-TLS listener beside the plaintext one.
+    pub tls: Option<MqttTlsConfig>,
 }
 
 /// `[auth]`: client authentication.
@@ -195,6 +288,7 @@ impl Default for MqttConfig {
             server_keep_alive_s: 0,
             connect_timeout_ms: 10_000,
             dormant_after_ms: 2_000,
+            tls: None,
         }
     }
 }
@@ -223,6 +317,7 @@ impl Default for NatsConfig {
             ping_interval_ms: 120_000,
             ping_max: 2,
             write_deadline_ms: 10_000,
+            tls: None,
         }
     }
 }
@@ -287,14 +382,44 @@ impl Config {
         if self.mqtt.listen == self.nats.listen && self.nats.listen.port() != 0 {
             return Err("mqtt.listen and nats.listen must differ".into());
         }
+        if let Some(tls) = &self.mqtt.tls {
+            let addr = tls.listen;
+            if addr.port() != 0 && (addr == self.mqtt.listen || addr == self.nats.listen) {
+                return Err("mqtt.tls.listen must differ from mqtt.listen and nats.listen".into());
+            }
+        }
+        let tls = [
+            (
+                "mqtt.tls",
+                self.mqtt
+                    .tls
+                    .as_ref()
+                    .map(|t| (t.client_ca_file.is_some(), t.client_cert_required)),
+            ),
+            (
+                "nats.tls",
+                self.nats
+                    .tls
+                    .as_ref()
+                    .map(|t| (t.client_ca_file.is_some(), t.client_cert_required)),
+            ),
+        ];
+        for (table, files) in tls {
+            if let Some((false, Some(true))) = files {
+                return Err(format!("{table}.client_cert_required needs {table}.client_ca_file"));
+            }
+        }
         self.validate_auth()?;
         Ok(())
     }
 
     fn validate_auth(&self) -> Result<(), String> {
         let Some(jwt) = &self.auth.jwt else {
-            let exposed =
-                [self.nats.listen, self.mqtt.listen].into_iter().find(|a| !a.ip().is_loopback());
+            let tls = self.mqtt.tls.as_ref().map(|t| t.listen);
+            let exposed = [Some(self.nats.listen), Some(self.mqtt.listen), tls]
+                .into_iter()
+                .flatten()
+                .find(|a| !a.ip().is_loopback());
             if let (Some(addr), false) = (exposed, self.auth.allow_anonymous) {
                 return Err(format!(
                     "listening on {addr} (not loopback) without [auth.jwt] lets anyone in; \
@@ -354,6 +479,50 @@ mod tests {
         assert_eq!(config.nats.max_payload, 1000);
         assert_eq!(config.nats.max_control_line, 4096);
         assert_eq!(config.server, ServerConfig::default());
+    }
+
+    #[test]
+    fn tls_tables_parse_and_resolve_relative_paths() {
+        let text = "[mqtt.tls]\nlisten = \"127.0.0.2:8883\"\ncert_file = \"server.pem\"\n\
+                    key_file = \"/etc/isthmus/server.key\"\nclient_ca_file = \"ca.pem\"\n\
+                    [nats.tls]\ncert_file = \"n.pem\"\nkey_file = \"n.key\"\n";
+        let config = Config::from_toml(text).unwrap();
+        let mqtt = config.mqtt.tls.as_ref().unwrap();
+        assert_eq!(mqtt.listen, "127.0.0.2:8883".parse().unwrap());
+        let files = mqtt.files(Path::new("/conf"));
+        assert_eq!(files.cert_file, Path::new("/conf/server.pem"));
+        assert_eq!(files.key_file, Path::new("/etc/isthmus/server.key"));
+        assert_eq!(files.client_ca_file.as_deref(), Some(Path::new("/conf/ca.pem")));
+        assert!(files.client_cert_required, "required by default with a client CA");
+        let nats = config.nats.tls.as_ref().unwrap().files(Path::new("/conf"));
+        assert_eq!(nats.cert_file, Path::new("/conf/n.pem"));
+        assert!(nats.client_ca_file.is_none() && !nats.client_cert_required);
+        assert_eq!(config.mqtt.listen, MqttConfig::default().listen, "plaintext listener stays");
+    }
+
+    #[test]
+    fn tls_mistakes_are_errors() {
+        let files = "cert_file = \"c\"\nkey_file = \"k\"\n";
+        assert!(Config::from_toml("[mqtt.tls]\ncert_file = \"c\"\n").is_err(), "no key_file");
+        assert!(
+            Config::from_toml(&format!("[nats.tls]\nlisten = \"127.0.0.1:1\"\n{files}")).is_err()
+        );
+        let required = format!("[nats.tls]\n{files}client_cert_required = true\n");
+        assert!(Config::from_toml(&required).is_err(), "client_cert_required without a CA");
+        let clash = format!("[mqtt.tls]\nlisten = \"127.0.0.1:1883\"\n{files}");
+        assert!(Config::from_toml(&clash).is_err(), "same address as mqtt.listen");
+        let optional =
+            format!("[mqtt.tls]\n{files}client_ca_file = \"ca\"\nclient_cert_required = false\n");
+        let optional = Config::from_toml(&optional).unwrap();
+        assert!(!optional.mqtt.tls.unwrap().files(Path::new(".")).client_cert_required);
+    }
+
+    #[test]
+    fn tls_listener_on_every_interface_needs_auth_or_anonymous() {
+        let files = "cert_file = \"c\"\nkey_file = \"k\"\n";
+        let exposed = format!("[mqtt.tls]\nlisten = \"0.0.0.0:8883\"\n{files}");
+        assert!(Config::from_toml(&exposed).is_err());
+        assert!(Config::from_toml(&format!("{exposed}[auth]\nallow_anonymous = true\n")).is_ok());
     }
 
     #[test]

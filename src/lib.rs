@@ -11,6 +11,7 @@
 //!   the cross-shard mesh (`shard::mesh`).
 //! - [`serve`]: starting executors, readiness, shutdown.
 //! - [`stats`]: lock-free per-shard counters.
+//! - [`tls`]: rustls configurations of the TLS listeners and client certificate identities.
 //! - [`doctor`]: the host settings `isthmus doctor` checks against tuning/README.md.
 
 pub mod auth;
@@ -23,6 +24,7 @@ pub mod router;
 pub mod serve;
 pub mod shard;
 pub mod stats;
+pub mod tls;
 
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

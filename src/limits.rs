@@ -42,6 +42,11 @@ pub const SUBJECT_TOKENS_INLINE: usize = 16;
 /// Largest outbound buffer capacity an idle connection keeps; more is released when it drains.
 pub const OUTBOUND_IDLE_BYTES_MAX: usize = 64 * 1024;
 
+/// Longest a NATS client may take over its TLS handshake, after the plaintext INFO, in
+/// milliseconds: nats-server's default `tls { timeout }` (2 s). Costs: a slot-less task and a
+/// socket held that long by a client that never starts TLS.
+pub const NATS_TLS_HANDSHAKE_MS_MAX: u64 = 2_000;
+
 const _: () = assert!(SHARDS_MAX <= 64, "target shards are kept in a u64 mask");
 const _: () = assert!(READ_SPARE_BYTES_MIN < READ_CHUNK_BYTES);
 const _: () = assert!(READ_WINDOW_MIN <= READ_CHUNK_BYTES);

@@ -6,6 +6,7 @@ use crate::limits::MESH_CHANNEL_BATCHES;
 use crate::shard::mesh::MeshItem;
 use crate::shard::{accept, Identity, Shard};
 use crate::stats::ShardStats;
+use crate::tls::ServerTls;
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
 use std::io::Write;
@@ -35,6 +36,11 @@ impl Running {
         self.identity.mqtt_addr
     }
 
+    /// The MQTT-over-TLS address, if `[mqtt.tls]` is configured.
+    pub fn mqtt_tls_addr(&self) -> Option<SocketAddr> {
+        self.identity.mqtt_tls_addr
+    }
+
     /// Asks every shard to stop and waits for them.
     pub fn stop(self) {
         self.identity.shutdown.store(true, Ordering::Relaxed);
@@ -57,11 +63,29 @@ pub fn start(config: Config) -> Result<Running, String> {
     let auth = authenticator(&config)?;
     let (nats_addr, nats_reservation) = reserve_port_patiently(config.nats.listen)?;
     let (mqtt_addr, mqtt_reservation) = reserve_port_patiently(config.mqtt.listen)?;
+    // Certificates are read once, here: a bad file stops the start instead of failing every
+    // handshake.
+    let nats_tls =
+        config.nats.tls.as_ref().map(|t| ServerTls::from_files(&t.files(config.base_dir())));
+    let nats_tls = nats_tls.transpose().map_err(|e| format!("nats.tls: {e}"))?;
+    let mqtt_tls =
+        config.mqtt.tls.as_ref().map(|t| ServerTls::from_files(&t.files(config.base_dir())));
+    let mqtt_tls = mqtt_tls.transpose().map_err(|e| format!("mqtt.tls: {e}"))?;
+    let (mqtt_tls_addr, mqtt_tls_reservation) = match &config.mqtt.tls {
+        Some(tls) => {
+            let (addr, reservation) = reserve_port_patiently(tls.listen)?;
+            (Some(addr), Some(reservation))
+        }
+        None => (None, None),
+    };
     let identity = Arc::new(Identity {
         server_id: server_id(),
         name: config.server.name.clone(),
         nats_addr,
         mqtt_addr,
+        mqtt_tls_addr,
+        nats_tls,
+        mqtt_tls,
         retain_seq: Default::default(),
         shutdown: Default::default(),
         interest_issued: (0..shards).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
@@ -120,7 +144,7 @@ pub fn start(config: Config) -> Result<Running, String> {
         }
     }
     // Every shard listens now: the reservations can go.
-    drop((nats_reservation, mqtt_reservation));
+    drop((nats_reservation, mqtt_reservation, mqtt_tls_reservation));
     Ok(Running { identity, stats, handles })
 }
 
@@ -140,10 +164,12 @@ pub fn run(config: Config) -> Result<(), String> {
     let shards = running.stats.len();
     tracing::info!(nats = %running.nats_addr(), mqtt = %running.mqtt_addr(), shards, "isthmus is ready");
     {
+        // The TLS listener, when there is one, is appended so the line keeps its form.
+        let tls = running.mqtt_tls_addr().map(|a| format!(" mqtt_tls={a}")).unwrap_or_default();
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(
             stdout,
-            "ready nats={} mqtt={} shards={shards}",
+            "ready nats={} mqtt={} shards={shards}{tls}",
             running.nats_addr(),
             running.mqtt_addr()
         );
@@ -177,6 +203,16 @@ async fn run_shard(
     }
     let mqtt_listener = listeners.pop().expect("two listeners");
     let listener = listeners.pop().expect("two listeners");
+    let mqtt_tls_listener = match shard.identity.mqtt_tls_addr {
+        None => None,
+        Some(addr) => match glommio::net::TcpListener::bind(addr) {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                let _ = ready.send(Err(format!("cannot listen on {addr}: {error}")));
+                return;
+            }
+        },
+    };
     let mut tasks = Vec::new();
     if shard.count > 1 {
         let Ok((senders, mut receivers)) = mesh.join().await else {
@@ -258,10 +294,13 @@ async fn run_shard(
             }
         })
         .flatten();
-    let acceptors = [
+    let mut acceptors = vec![
         glommio::spawn_local(accept::accept_nats(Rc::clone(&shard), listener)),
         glommio::spawn_local(accept::accept_mqtt(Rc::clone(&shard), mqtt_listener)),
     ];
+    if let Some(listener) = mqtt_tls_listener {
+        acceptors.push(glommio::spawn_local(accept::accept_mqtt_tls(Rc::clone(&shard), listener)));
+    }
     let _ = ready.send(Ok(()));
     accept::wait_for_shutdown(&shard).await;
     // Dropping the accept tasks cancels them, which closes the listeners.

@@ -81,6 +81,9 @@ pub struct ShardStats {
     pub auth_expired: AtomicU64,
     /// Stored subscriptions of a resumed session that its new token no longer allows (removed).
     pub auth_subscriptions_revoked: AtomicU64,
+    /// TLS handshakes that failed or timed out (NATS and MQTT listeners), including plaintext
+    /// clients on a TLS-only NATS listener.
+    pub tls_handshake_failures: AtomicU64,
 }
 
 impl ShardStats {

@@ -17,6 +17,12 @@ pub async fn accept_mqtt(shard: Rc<Shard>, listener: TcpListener) {
     accept(shard, listener, mqtt::serve_accepted).await
 }
 
+/// Accepts MQTT-over-TLS connections (`[mqtt.tls]`); the handshake runs in each
+/// connection's task, never in the accept loop.
+pub async fn accept_mqtt_tls(shard: Rc<Shard>, listener: TcpListener) {
+    accept(shard, listener, mqtt::serve_accepted_tls).await
+}
+
 /// The accept loop runs in a task of its own that only the listener wakes, and shutdown
 /// cancels it by dropping the task. It must not share a task with anything that wakes it
 /// periodically: glommio 0.9 keeps one more waker clone on the listener's source at every poll

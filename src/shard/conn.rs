@@ -7,9 +7,11 @@
 //! tick delivers to a connection, they leave in one write.
 
 use super::nats::{self, Next};
+use super::stream::{self, HandshakeError, Stream};
 use super::{Routed, Shard};
 use crate::limits::{
-    OUTBOUND_IDLE_BYTES_MAX, READ_CHUNK_BYTES, READ_SPARE_BYTES_MIN, READ_WINDOW_MIN,
+    NATS_TLS_HANDSHAKE_MS_MAX, OUTBOUND_IDLE_BYTES_MAX, READ_CHUNK_BYTES, READ_SPARE_BYTES_MIN,
+    READ_WINDOW_MIN,
 };
 use crate::protocol::nats::codec;
 use bytes::BytesMut;
@@ -26,22 +28,65 @@ use std::task::{Context, Poll};
 /// afterwards is pushed past max_pending by the next burst and cut as a slow consumer.
 pub const STALL_BUDGET: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// Serves one accepted NATS connection until it closes.
-pub async fn serve_nats(shard: Rc<Shard>, stream: TcpStream) {
+/// Serves one accepted NATS connection until it closes. With `[nats.tls]` the connection
+/// first gets INFO in plaintext and must then complete a TLS handshake.
+pub async fn serve_nats(shard: Rc<Shard>, tcp: TcpStream) {
     // Without TCP_NODELAY small replies wait for delayed ACKs (DECISIONS.md §4: 9 vs 441
     // TLS handshakes/s); every socket sets it.
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
     let deadline = std::time::Duration::from_millis(shard.config.nats.write_deadline_ms);
-    if stream.set_write_timeout(Some(deadline)).is_err() {
+    if tcp.set_write_timeout(Some(deadline)).is_err() {
         return;
     }
-    let Ok(addr) = stream.peer_addr() else { return };
+    let Ok(addr) = tcp.peer_addr() else { return };
+    let cid = shard.next_cid();
+    let stream = match &shard.identity.nats_tls {
+        None => Stream::Plain(tcp),
+        Some(tls) => match upgrade(&shard, tcp, cid, addr, tls).await {
+            Some(stream) => stream,
+            None => return,
+        },
+    };
+    let slot = shard.open_conn_as(addr, super::Protocol::Nats, cid);
+    shard.set_stream(slot, &stream);
+    if !stream.is_tls() {
+        nats::greet(&shard, slot, cid);
+    }
+    nats::expect_connect(&shard, slot);
     let stream = Rc::new(RefCell::new(stream));
-    let (slot, cid) = shard.open_conn(addr, super::Protocol::Nats);
-    nats::greet(&shard, slot, cid);
     glommio::spawn_local(write_loop(Rc::clone(&shard), slot, Half(Rc::clone(&stream)))).detach();
     read_loop(&shard, slot, Half(stream)).await;
     shard.task_done(slot);
+}
+
+/// The nats-server upgrade: INFO with `tls_required` in plaintext, then the client's TLS
+/// handshake on the same socket. A client that answers in plaintext (or not at all) is told
+/// `-ERR 'Secure Connection - TLS Required'` in plaintext and closed. `None`: it failed.
+async fn upgrade(
+    shard: &Shard,
+    mut tcp: TcpStream,
+    cid: u64,
+    addr: std::net::SocketAddr,
+    tls: &crate::tls::ServerTls,
+) -> Option<Stream> {
+    let mut info = BytesMut::new();
+    nats::encode_info(shard, cid, addr, &mut info);
+    tcp.write_all(&info).await.ok()?;
+    let limit = std::time::Duration::from_millis(NATS_TLS_HANDSHAKE_MS_MAX);
+    match stream::handshake(tcp, std::sync::Arc::clone(&tls.config), limit).await {
+        Ok(stream) => Some(stream),
+        Err((mut tcp, error)) => {
+            crate::stats::ShardStats::add(&shard.stats.tls_handshake_failures, 1);
+            tracing::debug!(%addr, %error, "NATS TLS handshake failed");
+            if matches!(error, HandshakeError::NotTls | HandshakeError::TimedOut) {
+                let mut err = BytesMut::new();
+                codec::encode_err(&mut err, "Secure Connection - TLS Required");
+                let _ = tcp.write_all(&err).await;
+            }
+            let _ = tcp.close().await;
+            None
+        }
+    }
 }
 
 async fn read_loop(shard: &Shard, slot: u32, mut reader: Half) {
@@ -195,9 +240,10 @@ pub(super) async fn write_loop(shard: Rc<Shard>, slot: u32, mut writer: Half) {
 }
 
 /// One half of a shared stream. glommio's non-buffered stream keeps separate readiness
-/// sources for reading and writing, so one reader and one writer may use it at once; the
-/// `RefCell` is borrowed only inside a poll, never across an await.
-pub(super) struct Half(pub(super) Rc<RefCell<TcpStream>>);
+/// sources for reading and writing, so one reader and one writer may use it at once (over TLS
+/// too: `stream.rs` says how); the `RefCell` is borrowed only inside a poll, never across an
+/// await.
+pub(super) struct Half(pub(super) Rc<RefCell<Stream>>);
 
 impl AsyncRead for Half {
     fn poll_read(

@@ -65,6 +65,9 @@ pub enum MeshOp {
 pub struct Adopt {
     /// The socket (a duplicate of the accepting shard's descriptor, which was closed).
     pub fd: std::os::fd::OwnedFd,
+    /// The TLS session of a connection from the TLS listener, moved with its socket (rustls'
+    /// `ServerConnection` is `Send`; see `shard::stream`).
+    pub tls: Option<Box<rustls::ServerConnection>>,
     /// Peer address.
     pub addr: std::net::SocketAddr,
     /// The decoded CONNECT, client id already assigned if it was empty.

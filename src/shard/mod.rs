@@ -12,6 +12,7 @@ pub mod mesh;
 pub mod mqtt;
 pub mod nats;
 pub mod session;
+pub mod stream;
 
 use crate::config::Config;
 use crate::message::Message;
@@ -60,6 +61,12 @@ pub struct Identity {
     pub nats_addr: SocketAddr,
     /// The MQTT listen address actually bound.
     pub mqtt_addr: SocketAddr,
+    /// The MQTT-over-TLS listen address actually bound (`[mqtt.tls]`).
+    pub mqtt_tls_addr: Option<SocketAddr>,
+    /// TLS of the NATS listener (`[nats.tls]`: it then requires TLS).
+    pub nats_tls: Option<crate::tls::ServerTls>,
+    /// TLS of the MQTT-over-TLS listener.
+    pub mqtt_tls: Option<crate::tls::ServerTls>,
     /// Orders retained-message updates across shards (the newest wins on every replica).
     pub retain_seq: std::sync::atomic::AtomicU64,
     /// Set when the process is asked to stop.
@@ -153,6 +160,11 @@ pub struct Conn {
     pub grant: Option<Box<crate::auth::Grant>>,
     /// NATS with auth: CONNECT has been accepted.
     pub authenticated: bool,
+    /// The connection runs over TLS (and so never goes dormant: its session is in memory).
+    pub tls: bool,
+    /// The verified client certificate's identity (subject CN, else first DNS/email SAN), for
+    /// the auth layer; `None` without mTLS. Boxed: most connections have none.
+    pub tls_identity: Option<Box<str>>,
 }
 
 /// Everything one core owns.
@@ -252,9 +264,20 @@ impl Shard {
 
     /// Opens a slot for a new connection; returns (slot, cid).
     pub fn open_conn(&self, addr: SocketAddr, protocol: Protocol) -> (u32, u64) {
+        let cid = self.next_cid();
+        (self.open_conn_as(addr, protocol, cid), cid)
+    }
+
+    /// A new connection id (`cid % shards` is this shard), for a connection that needs it
+    /// before it has a slot (a NATS INFO sent ahead of the TLS handshake).
+    pub fn next_cid(&self) -> u64 {
         let seq = self.next_seq.get();
         self.next_seq.set(seq + 1);
-        let cid = seq * self.count as u64 + self.id as u64;
+        seq * self.count as u64 + self.id as u64
+    }
+
+    /// Opens a slot for a new connection with the id from [`Shard::next_cid`]; returns the slot.
+    pub fn open_conn_as(&self, addr: SocketAddr, protocol: Protocol, cid: u64) -> u32 {
         let slot = self.conns.borrow().vacant_key() as u32;
         let conn = Conn {
             cid,
@@ -291,12 +314,35 @@ impl Shard {
             wake_queued: false,
             grant: None,
             authenticated: false,
+            tls: false,
+            tls_identity: None,
         };
         let slot = u32::try_from(self.conns.borrow_mut().insert(conn))
             .expect("fewer than 2^32 connections");
         ShardStats::add(&self.stats.connections, 1);
         ShardStats::add(&self.stats.total_connections, 1);
-        (slot, cid)
+        slot
+    }
+
+    /// Records that a connection runs over `stream` (TLS or not, and its client certificate's
+    /// identity).
+    pub fn set_stream(&self, slot: u32, stream: &stream::Stream) {
+        let identity = stream.tls_identity();
+        let tls = stream.is_tls();
+        let cid = self.with_conn(slot, |c| {
+            c.tls = tls;
+            c.tls_identity = identity;
+            c.cid
+        });
+        if let Some(identity) = self.tls_identity(slot) {
+            tracing::debug!(cid, tls_identity = &*identity, "TLS client certificate verified");
+        }
+    }
+
+    /// The identity of a connection's verified client certificate (`None` without mTLS), for
+    /// authentication (`%u`).
+    pub fn tls_identity(&self, slot: u32) -> Option<Box<str>> {
+        self.with_conn(slot, |c| c.tls_identity.clone())
     }
 
     /// Runs `f` on a connection slot.

@@ -10,6 +10,7 @@
 use super::conn::{read_some, write_loop, Half, ReadWindow};
 use super::mesh::{Adopt, MeshOp};
 use super::session::{Inflight, Pending, Session, SessionSub, Stage};
+use super::stream::{self, Stream};
 use super::{Protocol, Routed, Shard};
 use crate::auth::{AuthError, Credentials, Grant, Protocol as AuthProtocol, SubscribeCheck};
 use crate::message::{Message, Meta, MqttProperties};
@@ -53,16 +54,44 @@ enum Exit {
     Doze,
 }
 
-/// Serves a connection accepted on this shard's MQTT listener: reads CONNECT, refuses what
-/// must be refused, then serves it here or hands it to the client id's home shard.
-pub async fn serve_accepted(shard: Rc<Shard>, mut stream: TcpStream) {
-    let _ = stream.set_nodelay(true);
-    let deadline = Duration::from_millis(shard.config.nats.write_deadline_ms);
-    if stream.set_write_timeout(Some(deadline)).is_err() {
-        return;
+/// Serves a connection accepted on this shard's plaintext MQTT listener: reads CONNECT,
+/// refuses what must be refused, then serves it here or hands it to the client id's home shard.
+pub async fn serve_accepted(shard: Rc<Shard>, tcp: TcpStream) {
+    let started = Instant::now();
+    let Some(addr) = prepare(&shard, &tcp) else { return };
+    serve_stream(shard, Stream::Plain(tcp), addr, started).await;
+}
+
+/// Serves a connection accepted on this shard's MQTT-over-TLS listener: the TLS handshake, then
+/// as [`serve_accepted`]. Handshake and CONNECT together get `mqtt.connect_timeout_ms`.
+pub async fn serve_accepted_tls(shard: Rc<Shard>, tcp: TcpStream) {
+    let started = Instant::now();
+    let Some(addr) = prepare(&shard, &tcp) else { return };
+    let Some(tls) = shard.identity.mqtt_tls.as_ref() else { return };
+    let limit = Duration::from_millis(shard.config.mqtt.connect_timeout_ms);
+    match stream::handshake(tcp, Arc::clone(&tls.config), limit).await {
+        Ok(stream) => serve_stream(shard, stream, addr, started).await,
+        Err((mut tcp, error)) => {
+            ShardStats::add(&shard.stats.tls_handshake_failures, 1);
+            tracing::debug!(%addr, %error, "MQTT TLS handshake failed");
+            let _ = tcp.close().await;
+        }
     }
-    let Ok(addr) = stream.peer_addr() else { return };
-    let Some((mut connect, rest)) = read_connect(&shard, &mut stream).await else { return };
+}
+
+/// Socket options every MQTT connection gets; returns the peer address.
+fn prepare(shard: &Shard, tcp: &TcpStream) -> Option<SocketAddr> {
+    // TCP_NODELAY on every socket: DECISIONS.md §4 (9 vs 441 TLS handshakes/s without it).
+    let _ = tcp.set_nodelay(true);
+    let deadline = Duration::from_millis(shard.config.nats.write_deadline_ms);
+    tcp.set_write_timeout(Some(deadline)).ok()?;
+    tcp.peer_addr().ok()
+}
+
+async fn serve_stream(shard: Rc<Shard>, mut stream: Stream, addr: SocketAddr, started: Instant) {
+    let Some((mut connect, rest)) = read_connect(&shard, &mut stream, started).await else {
+        return;
+    };
     let version = connect.version;
     if version == Version::V5_0 && connect.properties.authentication_method.is_some() {
         // No enhanced authentication method is offered (yet): 0x8C, as [MQTT-4.12.0-1] asks.
@@ -104,15 +133,18 @@ pub async fn serve_accepted(shard: Rc<Shard>, mut stream: TcpStream) {
         glommio::spawn_local(run(shard, stream, addr, connect, assigned, rest, grant)).detach();
         return;
     }
-    match duplicate_fd(&stream) {
+    match duplicate_fd(stream.tcp()) {
         Ok(fd) => {
             ShardStats::add(&shard.stats.mqtt_handoffs, 1);
-            let adopt = Adopt { fd, addr, connect, assigned, rest: rest.freeze(), grant };
+            // A TLS session moves with the socket, with any plaintext it decrypted beyond
+            // `rest` (what was read out of it after CONNECT).
+            let (tcp, tls) = stream.into_parts();
+            let adopt = Adopt { fd, tls, addr, connect, assigned, rest: rest.freeze(), grant };
             shard.mesh.push(home, MeshOp::Adopt(Box::new(adopt)));
             shard.mesh.stage_all();
             // Dropping our stream closes our descriptor; the home shard's duplicate keeps the
             // socket open.
-            drop(stream);
+            drop(tcp);
         }
         Err(error) => tracing::warn!(%error, "cannot hand an MQTT connection to its home shard"),
     }
@@ -120,11 +152,12 @@ pub async fn serve_accepted(shard: Rc<Shard>, mut stream: TcpStream) {
 
 /// Serves a connection another shard handed over.
 pub async fn serve_adopted(shard: Rc<Shard>, adopt: Adopt) {
-    let stream = adopt_fd(adopt.fd);
+    let tcp = adopt_fd(adopt.fd);
     let deadline = Duration::from_millis(shard.config.nats.write_deadline_ms);
-    if stream.set_write_timeout(Some(deadline)).is_err() {
+    if tcp.set_write_timeout(Some(deadline)).is_err() {
         return;
     }
+    let stream = Stream::from_parts(tcp, adopt.tls);
     let rest = BytesMut::from(&adopt.rest[..]);
     run(shard, stream, adopt.addr, adopt.connect, adopt.assigned, rest, adopt.grant).await;
 }
@@ -199,9 +232,13 @@ fn adopt_fd(fd: std::os::fd::OwnedFd) -> TcpStream {
     unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) }
 }
 
-/// Reads until a whole CONNECT is decoded. Answers and closes on anything else.
-async fn read_connect(shard: &Shard, stream: &mut TcpStream) -> Option<(Box<Connect>, BytesMut)> {
-    let started = Instant::now();
+/// Reads until a whole CONNECT is decoded, at most `mqtt.connect_timeout_ms` after `started`.
+/// Answers and closes on anything else.
+async fn read_connect(
+    shard: &Shard,
+    stream: &mut Stream,
+    started: Instant,
+) -> Option<(Box<Connect>, BytesMut)> {
     let limit = Duration::from_millis(shard.config.mqtt.connect_timeout_ms);
     let max = shard.config.mqtt.max_packet_bytes;
     let mut buf = BytesMut::new();
@@ -262,7 +299,7 @@ fn connack(code: ReasonCode) -> ConnAck {
 
 /// Refuses a connection before it has a session: counts it, sends the CONNACK with `reply`'s
 /// reason code in `reply`'s version (none if `None`), and closes.
-async fn refuse(shard: &Shard, stream: &mut TcpStream, reply: Option<(Version, ReasonCode)>) {
+async fn refuse(shard: &Shard, stream: &mut Stream, reply: Option<(Version, ReasonCode)>) {
     ShardStats::add(&shard.stats.protocol_errors, 1);
     if let Some((version, code)) = reply {
         let mut out = BytesMut::new();
@@ -319,15 +356,16 @@ impl SubjectCache {
 
 async fn run(
     shard: Rc<Shard>,
-    stream: TcpStream,
+    stream: Stream,
     addr: SocketAddr,
     connect: Box<Connect>,
     assigned: bool,
     buf: BytesMut,
     grant: Option<Box<Grant>>,
 ) {
-    let stream = Rc::new(RefCell::new(stream));
     let (slot, _cid) = shard.open_conn(addr, Protocol::Mqtt);
+    shard.set_stream(slot, &stream);
+    let stream = Rc::new(RefCell::new(stream));
     let version = connect.version;
     let (session, present, capped_expiry) = shard.mqtt_attach(slot, &connect, grant);
     let mut keep_alive = connect.keep_alive_seconds;
@@ -380,7 +418,7 @@ pub struct Sleeper {
 async fn serve_conn(
     shard: Rc<Shard>,
     slot: u32,
-    mut stream: Rc<RefCell<TcpStream>>,
+    mut stream: Rc<RefCell<Stream>>,
     mut state: ConnState,
     mut buf: BytesMut,
 ) {
@@ -413,14 +451,15 @@ enum Dozed {
     /// The connection is dormant; its tasks end.
     Dormant,
     /// Output arrived meanwhile (or the socket could not be parked): it stays live.
-    Awake(Rc<RefCell<TcpStream>>, ConnState),
+    Awake(Rc<RefCell<Stream>>, ConnState),
     /// It is closing.
     Closing,
 }
 
 /// Lets a quiet connection go dormant: stops its writer, then hands its socket to the shard's
-/// epoll set and keeps only a [`Sleeper`].
-async fn doze(shard: &Shard, slot: u32, stream: Rc<RefCell<TcpStream>>, state: ConnState) -> Dozed {
+/// epoll set and keeps only a [`Sleeper`]. Never over TLS: the sweeper does not ask TLS
+/// connections, whose session state cannot wait in the kernel (docs/tls.md).
+async fn doze(shard: &Shard, slot: u32, stream: Rc<RefCell<Stream>>, state: ConnState) -> Dozed {
     shard.with_conn(slot, |c| {
         c.dozing = true;
         c.writer_woken = true;
@@ -448,13 +487,14 @@ async fn doze(shard: &Shard, slot: u32, stream: Rc<RefCell<TcpStream>>, state: C
     if output {
         return Dozed::Awake(stream, state);
     }
-    let stream = match Rc::try_unwrap(stream) {
-        Ok(stream) => stream.into_inner(),
+    let stream = match Rc::try_unwrap(stream).map(RefCell::into_inner) {
+        Ok(Stream::Plain(tcp)) => tcp,
+        Ok(tls) => return Dozed::Awake(Rc::new(RefCell::new(tls)), state),
         Err(stream) => return Dozed::Awake(stream, state),
     };
     let fd = match duplicate_fd(&stream) {
         Ok(fd) => fd,
-        Err(_) => return Dozed::Awake(Rc::new(RefCell::new(stream)), state),
+        Err(_) => return Dozed::Awake(Rc::new(RefCell::new(Stream::Plain(stream))), state),
     };
     // Our descriptor closes here; the duplicate keeps the socket.
     drop(stream);
@@ -463,7 +503,7 @@ async fn doze(shard: &Shard, slot: u32, stream: Rc<RefCell<TcpStream>>, state: C
         .watch(std::os::fd::AsRawFd::as_raw_fd(&fd), super::dormant::token(slot, cid))
         .is_err()
     {
-        return Dozed::Awake(Rc::new(RefCell::new(adopt_fd(fd))), state);
+        return Dozed::Awake(Rc::new(RefCell::new(Stream::Plain(adopt_fd(fd)))), state);
     }
     let ConnState { version, aliases, keep_alive, expiry_was_zero, subjects: _ } = state;
     let sleeper = Sleeper { fd, version, expiry_was_zero, keep_alive, aliases };
@@ -591,7 +631,7 @@ fn wake_up(shard: &Rc<Shard>, slot: u32, buf: BytesMut) {
     let stream = adopt_fd(fd);
     let deadline = Duration::from_millis(shard.config.nats.write_deadline_ms);
     let _ = stream.set_write_timeout(Some(deadline));
-    let stream = Rc::new(RefCell::new(stream));
+    let stream = Rc::new(RefCell::new(Stream::Plain(stream)));
     glommio::spawn_local(serve_conn(Rc::clone(shard), slot, stream, state, buf)).detach();
 }
 
@@ -1631,7 +1671,11 @@ impl Shard {
         }
         let sweeps = after.div_ceil(SWEEP_INTERVAL.as_millis() as u64).min(u64::from(u16::MAX));
         for (_, c) in self.conns.borrow_mut().iter_mut() {
-            if c.protocol != Protocol::Mqtt || c.closing || c.dormant.is_some() || c.doze_requested
+            if c.protocol != Protocol::Mqtt
+                || c.tls
+                || c.closing
+                || c.dormant.is_some()
+                || c.doze_requested
             {
                 continue;
             }

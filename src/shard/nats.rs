@@ -11,7 +11,7 @@ use crate::protocol::nats::codec::{self, ClientOp};
 use crate::protocol::nats::connect::{ConnectOptions, Info};
 use crate::protocol::subject;
 use crate::stats::ShardStats;
-use bytes::BufMut;
+use bytes::{BufMut, BytesMut};
 use std::sync::Arc;
 
 /// What the connection loop must do after an op.
@@ -31,6 +31,14 @@ pub enum Next {
 /// Queues the INFO greeting.
 pub fn greet(shard: &Shard, slot: u32, cid: u64) {
     let addr = shard.with_conn(slot, |c| c.addr);
+    shard.send(slot, |out| encode_info(shard, cid, addr, out));
+}
+
+/// Appends the INFO line for connection `cid` from `addr`. With `[nats.tls]` it carries
+/// `tls_required` (and `tls_verify` with mTLS): it is then written in plaintext before the
+/// handshake, not queued.
+pub fn encode_info(shard: &Shard, cid: u64, addr: std::net::SocketAddr, out: &mut BytesMut) {
+    let tls = shard.identity.nats_tls.as_ref();
     let info = Info {
         server_id: &shard.identity.server_id,
         server_name: &shard.identity.name,
@@ -40,15 +48,21 @@ pub fn greet(shard: &Shard, slot: u32, cid: u64) {
         host: shard.identity.nats_addr.ip().to_string(),
         port: shard.identity.nats_addr.port(),
         headers: true,
+        tls_required: tls.is_some(),
+        tls_verify: tls.is_some_and(|tls| tls.verify_clients),
         max_payload: shard.config.nats.max_payload,
         client_id: cid,
         client_ip: addr.ip().to_string(),
         auth_required: shard.identity.auth.as_ref().is_some_and(|a| a.required()),
     };
     let json = serde_json::to_vec(&info).expect("INFO serialises");
-    shard.send(slot, |out| codec::encode_info(out, &json));
+    codec::encode_info(out, &json);
+}
+
+/// Starts the authentication timeout of a new connection when tokens are checked: CONNECT
+/// must come first, within [`AUTH_TIMEOUT`].
+pub fn expect_connect(shard: &Shard, slot: u32) {
     if shard.identity.auth.is_some() {
-        // CONNECT must come first when tokens are checked, and within AUTH_TIMEOUT.
         let deadline = std::time::Instant::now() + AUTH_TIMEOUT;
         shard.with_conn(slot, |c| c.keepalive_deadline = Some(deadline));
     }

@@ -638,8 +638,13 @@ pub async fn within<F: std::future::Future>(limit: Duration, fut: F) -> F::Outpu
 /// An Isthmus in this process (so its counters can be read), on loopback ports it picks,
 /// unpinned, with `[mqtt]` keys from `mqtt_toml`.
 pub fn in_process(shards: usize, mqtt_toml: &str) -> isthmus::serve::Running {
-    let toml = format!("[mqtt]\n{mqtt_toml}");
-    let mut config = isthmus::config::Config::from_toml(&toml).expect("test config");
+    in_process_toml(shards, &format!("[mqtt]\n{mqtt_toml}"))
+}
+
+/// [`in_process`] with a whole TOML document (any table); the NATS and MQTT listeners are
+/// still put on free loopback ports.
+pub fn in_process_toml(shards: usize, toml: &str) -> isthmus::serve::Running {
+    let mut config = isthmus::config::Config::from_toml(toml).expect("test config");
     config.server.shards = shards;
     config.server.pin_cores = false;
     config.nats.listen = "127.0.0.1:0".parse().unwrap();

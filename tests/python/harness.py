@@ -66,7 +66,7 @@ READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
 
 _ISTHMUS_READY = re.compile(
-    r"^ready nats=([0-9.]+):(\d+) mqtt=([0-9.]+):(\d+) shards=(\d+)$"
+    r"^ready nats=([0-9.]+):(\d+) mqtt=([0-9.]+):(\d+) shards=(\d+)(?: mqtt_tls=([0-9.]+):(\d+))?$"
 )
 _NATS_SERVER_LISTEN = re.compile(r"Listening for client connections on ([0-9.]+):(\d+)")
 
@@ -236,6 +236,7 @@ class Broker:
         self.config = config or {}
         self.host = self.port = None
         self.mqtt_host = self.mqtt_port = None
+        self.mqtt_tls_port = None  # the [mqtt.tls] listener (Isthmus only)
         self.stopped = False
         self.returncode = None
         if IS_MOSQUITTO:
@@ -282,6 +283,7 @@ class Broker:
             self._fail_start("no `ready nats=ADDR mqtt=ADDR shards=N` line on stdout")
         self.host, self.port, self.shards = match[1], int(match[2]), int(match[5])
         self.mqtt_host, self.mqtt_port = match[3], int(match[4])
+        self.mqtt_tls_port = int(match[7]) if match[7] else None
         if shards and self.shards != shards:
             self._fail_start(f"asked for {shards} shards, ready line says {self.shards}")
 
@@ -627,6 +629,7 @@ class MqttClient:
         timeout: float = 5.0,
         username: str | None = None,
         password: str | None = None,
+        tls: dict | None = None,
     ):
         assert level in (4, 5), level
         self.broker = broker
@@ -647,6 +650,11 @@ class MqttClient:
             self.client.username_pw_set(username, password)
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
+        # `tls`: keyword arguments of paho's tls_set (ca_certs, certfile, keyfile); the client
+        # then connects to the broker's [mqtt.tls] listener.
+        self.tls = tls is not None
+        if tls is not None:
+            self.client.tls_set(**tls)
         self.messages: queue.Queue = queue.Queue()
         self.changed = threading.Condition()
         self.connack = None  # (session_present, reason code int, properties or None)
@@ -713,6 +721,9 @@ class MqttClient:
     def connect(self, check: bool = True):
         """CONNECT and wait for CONNACK; returns (session_present, reason code, properties)."""
         host, port = self.broker.mqtt_addr
+        if self.tls:
+            assert self.broker.mqtt_tls_port is not None, "the broker has no [mqtt.tls] listener"
+            port = self.broker.mqtt_tls_port
         props = mqtt_properties(PacketTypes.CONNECT, **self.connect_properties)
         if self.level == 5:
             self.client.connect(

@@ -116,6 +116,13 @@ pub struct Info<'a> {
     pub port: u16,
     /// HPUB/HMSG supported.
     pub headers: bool,
+    /// The client must upgrade to TLS after this INFO (left out when false, as nats-server
+    /// does).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls_required: bool,
+    /// The server verifies client certificates (mTLS).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls_verify: bool,
     /// Largest headers + payload accepted.
     pub max_payload: u32,
     /// The connection's id; `client_id % shards` is the shard serving it.
