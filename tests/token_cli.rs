@@ -110,12 +110,15 @@ fn keygen_writes_private_keys_mode_0600_and_refuses_to_overwrite() {
     let forced = isthmus(&["keygen", "--out", &dir.path("ed"), "--force"]);
     assert!(forced.status.success());
     assert_ne!(std::fs::read_to_string(dir.path("ed.key.pem")).unwrap(), private);
+    // The README's `--out keys/issuer` on a fresh checkout: the directory is made, 0700.
+    keygen(&dir, "eddsa", "fresh/keys/issuer");
+    assert_eq!(mode(&dir.path("fresh/keys")), 0o700);
+    assert_eq!(mode(&dir.path("fresh/keys/issuer.key.pem")), 0o600);
 }
 
 #[test]
 fn issue_inspect_and_verify_an_eddsa_device_token() {
     let dir = TempDir::new("eddsa");
-    std::fs::create_dir(dir.0.join("keys")).unwrap();
     keygen(&dir, "eddsa", "keys/issuer");
     let config = write_config(&dir, EDDSA_CONFIG);
     let key = dir.path("keys/issuer.key.pem");

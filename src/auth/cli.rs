@@ -644,7 +644,15 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 }
 
 fn write_file(path: &Path, contents: &[u8], mode: u32, force: bool) -> Result<(), String> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // `--out keys/issuer` on a fresh checkout: make `keys/`, private to the user.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).mode(mode);
     if force {

@@ -118,7 +118,7 @@ async fn serve_stream(shard: Rc<Shard>, mut stream: Stream, addr: SocketAddr, st
         connect.client_id = Bytes::from(format!("isthmus-{:016x}", fastrand::u64(..)));
         assigned = true;
     }
-    let grant = match authenticate(&shard, &connect) {
+    let grant = match authenticate(&shard, &connect, stream.tls_identity().as_deref()) {
         Ok(grant) => grant,
         Err(code) => {
             ShardStats::add(&shard.stats.auth_refused, 1);
@@ -162,15 +162,20 @@ pub async fn serve_adopted(shard: Rc<Shard>, adopt: Adopt) {
     run(shard, stream, adopt.addr, adopt.connect, adopt.assigned, rest, adopt.grant).await;
 }
 
-/// Checks a CONNECT's token (the password; the username is `%u`) when `[auth.jwt]` is on.
-/// `Ok(None)`: the broker is open. The will topic is a publish, so the token must allow it.
-fn authenticate(shard: &Shard, connect: &Connect) -> Result<Option<Box<Grant>>, ReasonCode> {
+/// Checks a CONNECT's token (the password) when `[auth.jwt]` is on. `%u` is the verified
+/// client certificate's identity over mTLS, else the CONNECT username. `Ok(None)`: the broker
+/// is open. The will topic is a publish, so the token must allow it.
+fn authenticate(
+    shard: &Shard,
+    connect: &Connect,
+    tls_identity: Option<&str>,
+) -> Result<Option<Box<Grant>>, ReasonCode> {
     let Some(auth) = &shard.identity.auth else { return Ok(None) };
     let credentials = Credentials {
         protocol: AuthProtocol::Mqtt,
         token: connect.password.as_deref(),
         client_id: Some(&connect.client_id),
-        username: connect.username.as_deref(),
+        username: tls_identity.map(str::as_bytes).or(connect.username.as_deref()),
     };
     let code = |error: AuthError| match connect.version {
         Version::V5_0 => ReasonCode(error.mqtt_v5_code()),

@@ -163,7 +163,8 @@ pub fn handle(shard: &Shard, slot: u32, op: ClientOp) -> Next {
             Ok(options) => {
                 if let Some(auth) = &shard.identity.auth {
                     if !authenticated {
-                        match authenticate(auth, &options) {
+                        let identity = shard.tls_identity(slot);
+                        match authenticate(auth, &options, identity.as_deref()) {
                             Ok(grant) => shard.admit(slot, Box::new(grant)),
                             Err(error) => {
                                 ShardStats::add(&shard.stats.auth_refused, 1);
@@ -207,14 +208,19 @@ const AUTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// nats-server's `-ERR` text for a refused or missing CONNECT.
 pub const AUTHORIZATION_VIOLATION: &str = "Authorization Violation";
 
-/// Checks a NATS CONNECT's credentials: the token in `auth_token`, else in `pass`.
-fn authenticate(auth: &Authenticator, options: &ConnectOptions) -> Result<Grant, AuthError> {
+/// Checks a NATS CONNECT's credentials: the token in `auth_token`, else in `pass`. `%u` is the
+/// verified client certificate's identity over mTLS, else `user`.
+fn authenticate(
+    auth: &Authenticator,
+    options: &ConnectOptions,
+    tls_identity: Option<&str>,
+) -> Result<Grant, AuthError> {
     let token = options.auth_token.as_deref().or(options.pass.as_deref());
     let credentials = Credentials {
         protocol: AuthProtocol::Nats,
         token: token.map(str::as_bytes),
         client_id: None,
-        username: options.user.as_deref().map(str::as_bytes),
+        username: tls_identity.or(options.user.as_deref()).map(str::as_bytes),
     };
     auth.authenticate(&credentials, super::unix_now())
 }

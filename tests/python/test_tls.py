@@ -16,7 +16,7 @@ from pathlib import Path
 import nats
 import pytest
 
-from harness import connect, isthmus_only_because, mqtt_client, sync
+from harness import connect, isthmus_bin, isthmus_only_because, mqtt_client, sync
 
 pytestmark = isthmus_only_because("the TLS tables have no translation for the reference brokers")
 
@@ -135,3 +135,28 @@ async def test_mtls_requires_a_client_certificate(broker_factory, pki):
     with_cert = dict(without, certfile=str(pki / "client.pem"), keyfile=str(pki / "client-key.pem"))
     client = await blocking(mqtt_client, broker, "py-mtls-device", level=5, tls=with_cert)
     assert client.connack[1] == 0
+
+
+async def test_mtls_identity_is_percent_u_in_token_rules(broker_factory, pki, tmp_path):
+    """With a client certificate the token's `%u` is the certificate's CN, not the username the
+    client claims: a token allowing `users.%u.>` reaches the CN's subjects only."""
+    isthmus = str(isthmus_bin())
+    secret = tmp_path / "hmac.secret"
+    subprocess.run([isthmus, "token", "keygen", "--alg", "hs256", "--out", str(secret)],
+                   check=True, capture_output=True)
+    token = subprocess.run([isthmus, "token", "issue", "--key", str(secret), "--alg", "HS256",
+                            "--kid", "k1", "--sub", "someone", "--pub", "users.%u.>"],
+                           check=True, capture_output=True, text=True).stdout.strip()
+    config = {
+        "mqtt.tls": tls_table(pki, True, True),
+        "auth.jwt": {"required": True},
+        "auth.jwt.keys": [{"kid": "k1", "algorithms": ["HS256"], "secret_file": str(secret)}],
+    }
+    broker = broker_factory(shards=2, config=config)
+    tls = {"ca_certs": str(pki / "ca.pem"), "certfile": str(pki / "client.pem"),
+           "keyfile": str(pki / "client-key.pem")}
+    client = await blocking(mqtt_client, broker, "py-mtls-u", level=5, tls=tls,
+                            username="intruder", password=token)
+    own = await blocking(client.publish, f"users/{CLIENT_CN}/status", b"ok", qos=1)
+    claimed = await blocking(client.publish, "users/intruder/status", b"no", qos=1)
+    assert client.pubacks[own.mid] == 0 and client.pubacks[claimed.mid] == 0x87
