@@ -80,6 +80,14 @@ static GLOBAL: Counting = Counting;
 
 const PAYLOAD: &[u8; 16] = b"0123456789abcdef";
 
+/// The counters are process-wide: tests run one at a time, so that one test's connection setup
+/// (a token check allocates) never lands in another's measured window.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Runs `f` with counting on (if `trace`); returns (allocations, bytes, by Isthmus code) made
 /// meanwhile.
 fn counted(trace: bool, f: impl FnOnce()) -> (u64, u64, u64) {
@@ -99,7 +107,7 @@ fn counted(trace: bool, f: impl FnOnce()) -> (u64, u64, u64) {
 }
 const BATCH: usize = 500;
 
-fn connect(addr: SocketAddr) -> (TcpStream, u64) {
+fn connect(addr: SocketAddr, token: Option<&str>) -> (TcpStream, u64) {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut info = [0u8; 1024];
@@ -107,13 +115,15 @@ fn connect(addr: SocketAddr) -> (TcpStream, u64) {
     let text = std::str::from_utf8(&info[..n]).unwrap();
     let cid = text.split("\"client_id\":").nth(1).unwrap();
     let cid: u64 = cid.split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap();
-    stream.write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n").unwrap();
+    let token = token.map_or(String::new(), |t| format!(",\"auth_token\":\"{t}\""));
+    let connect = format!("CONNECT {{\"verbose\":false,\"pedantic\":false{token}}}\r\n");
+    stream.write_all(connect.as_bytes()).unwrap();
     (stream, cid)
 }
 
-fn connect_on_shard(addr: SocketAddr, shards: u64, want: u64) -> TcpStream {
+fn connect_on_shard(addr: SocketAddr, shards: u64, want: u64, token: Option<&str>) -> TcpStream {
     for _ in 0..200 {
-        let (stream, cid) = connect(addr);
+        let (stream, cid) = connect(addr, token);
         if cid % shards == want {
             return stream;
         }
@@ -155,18 +165,38 @@ fn pump(
 }
 
 fn measure(shards: usize, publisher_shard: u64, subscriber_shard: u64) -> (u64, u64, u64, usize) {
+    measure_with(shards, publisher_shard, subscriber_shard, None)
+}
+
+/// With `auth`, the broker checks tokens and both clients present `auth.token`; the
+/// subscriber's filter `alloc.*` overlaps its token's deny rule `alloc.secret`, so every
+/// delivery is checked too.
+fn measure_with(
+    shards: usize,
+    publisher_shard: u64,
+    subscriber_shard: u64,
+    auth: Option<&Auth>,
+) -> (u64, u64, u64, usize) {
     let mut config = Config::default();
     config.server.shards = shards;
     config.nats.listen = "127.0.0.1:0".parse().unwrap();
     config.mqtt.listen = "127.0.0.1:0".parse().unwrap();
+    let filter: &[u8] = match auth {
+        Some(auth) => {
+            config.auth = auth.config.clone();
+            b"SUB alloc.* 1\r\nPING\r\n"
+        }
+        None => b"SUB alloc.test 1\r\nPING\r\n",
+    };
+    let token = auth.map(|a| a.token.as_str());
     let running = isthmus::serve::start(config).unwrap();
     let addr = running.nats_addr();
-    let mut subscriber = connect_on_shard(addr, shards as u64, subscriber_shard);
-    subscriber.write_all(b"SUB alloc.test 1\r\nPING\r\n").unwrap();
+    let mut subscriber = connect_on_shard(addr, shards as u64, subscriber_shard, token);
+    subscriber.write_all(filter).unwrap();
     let mut pong = [0u8; 6];
     subscriber.read_exactly_into(&mut pong);
     assert_eq!(&pong, b"PONG\r\n");
-    let mut publisher = connect_on_shard(addr, shards as u64, publisher_shard);
+    let mut publisher = connect_on_shard(addr, shards as u64, publisher_shard, token);
     // Warm-up: buffers, caches, pools and batch vectors reach their steady sizes.
     pump(&mut publisher, &mut subscriber, 200, false);
     let rounds = 400;
@@ -194,6 +224,7 @@ impl ReadExactlyInto for TcpStream {
 
 #[test]
 fn steady_state_pub_sub_allocates_nothing_per_message() {
+    let _serial = one_at_a_time();
     let (count, bytes, ours, messages) = measure(1, 0, 0);
     assert_eq!(ours, 0, "isthmus code allocated during same-shard pub/sub (traces above)");
     // glommio's per-tick allocations: well under one per 10 messages at 500 per burst.
@@ -208,6 +239,62 @@ fn steady_state_pub_sub_allocates_nothing_per_message() {
     // remove it; see docs/architecture.md.
     let (count, bytes, ours, messages) = measure(2, 0, 1);
     assert!(ours * 500 < messages as u64, "cross shard: isthmus made {ours} allocations");
+    assert!(count * 10 < messages as u64, "{count} allocations ({bytes} bytes) for {messages}");
+}
+
+/// A broker auth config with one HS256 key, and a token for it allowing `alloc.>` both ways
+/// except `alloc.secret`.
+struct Auth {
+    config: isthmus::config::AuthConfig,
+    token: String,
+    dir: std::path::PathBuf,
+}
+
+impl Auth {
+    fn new() -> Auth {
+        use isthmus::config::{AuthConfig, JwtConfig, JwtKeyConfig};
+        let dir = std::env::temp_dir().join(format!("isthmus-alloc-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = b"0123456789abcdef0123456789abcdef-alloc-test";
+        std::fs::write(dir.join("hmac.secret"), secret).unwrap();
+        let key = JwtKeyConfig {
+            algorithms: vec!["HS256".into()],
+            secret_file: Some(dir.join("hmac.secret")),
+            ..JwtKeyConfig::default()
+        };
+        let jwt = JwtConfig { keys: vec![key], ..JwtConfig::default() };
+        let config = AuthConfig { allow_anonymous: false, jwt: Some(jwt) };
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let rules = serde_json::json!({"allow": ["alloc.>"], "deny": ["alloc.secret"]});
+        let claims = serde_json::json!({
+            "sub": "alloc", "iat": now, "exp": now + 3600,
+            "isthmus": {"pub": rules, "sub": rules},
+        });
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret),
+        )
+        .unwrap();
+        Auth { config, token, dir }
+    }
+}
+
+impl Drop for Auth {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The same with tokens: the per-publish permission check and the per-delivery deny check
+/// (the subscription overlaps a deny rule) add no allocation.
+#[test]
+fn steady_state_pub_sub_with_tokens_allocates_nothing_per_message() {
+    let _serial = one_at_a_time();
+    let auth = Auth::new();
+    let (count, bytes, ours, messages) = measure_with(1, 0, 0, Some(&auth));
+    assert_eq!(ours, 0, "isthmus code allocated during authenticated pub/sub (traces above)");
     assert!(count * 10 < messages as u64, "{count} allocations ({bytes} bytes) for {messages}");
 }
 
@@ -263,6 +350,7 @@ fn pump_mqtt(
 
 #[test]
 fn steady_state_mqtt_pub_sub_allocates_nothing_per_message() {
+    let _serial = one_at_a_time();
     for qos in [0u8, 1] {
         let mut config = Config::default();
         config.server.shards = 1;
@@ -299,6 +387,7 @@ fn steady_state_mqtt_pub_sub_allocates_nothing_per_message() {
 /// must still allocate nothing in Isthmus code.
 #[test]
 fn steady_state_nats_to_mqtt5_allocates_nothing_per_message() {
+    let _serial = one_at_a_time();
     use bytes::BytesMut;
     use isthmus::protocol::mqtt::codec::encode;
     use isthmus::protocol::mqtt::packet::{

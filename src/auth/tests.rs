@@ -202,6 +202,51 @@ fn hmac_signed_with_the_public_key_is_refused_by_an_eddsa_key() {
     }
 }
 
+/// The same attack against an RSA key (the form it was first published in): HS256 with the
+/// RS256 public key's PEM as the secret. The key pair comes from the openssl CLI (the broker
+/// only reads RSA keys; `isthmus token keygen` does not make them).
+#[test]
+fn hmac_signed_with_an_rsa_public_key_is_refused_by_an_rs256_key() {
+    let fixture = Fixture::new();
+    let openssl = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(&fixture.dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("the openssl CLI (CI installs it)");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        "rsa.key.pem",
+    ]);
+    openssl(&["pkey", "-in", "rsa.key.pem", "-pubout", "-out", "rsa.pub.pem"]);
+    let rsa = JwtKeyConfig {
+        algorithms: vec!["RS256".into()],
+        public_key_file: Some("rsa.pub.pem".into()),
+        ..JwtKeyConfig::default()
+    };
+    let auth = fixture.authenticator(JwtConfig { keys: vec![rsa], ..JwtConfig::default() });
+    let public = std::fs::read(fixture.dir.join("rsa.pub.pem")).unwrap();
+    for secret in [&public[..], public.trim_ascii_end()] {
+        let token = sign(Algorithm::HS256, &EncodingKey::from_secret(secret), &claims(), None);
+        assert_eq!(
+            auth.authenticate(&mqtt(&token, "dev1"), NOW),
+            Err(AuthError::AlgorithmNotAllowed)
+        );
+    }
+    let private = std::fs::read(fixture.dir.join("rsa.key.pem")).unwrap();
+    let key = EncodingKey::from_rsa_pem(&private).unwrap();
+    let token = sign(Algorithm::RS256, &key, &claims(), None);
+    assert!(auth.authenticate(&mqtt(&token, "dev1"), NOW).is_ok(), "the real RS256 token passes");
+}
+
 #[test]
 fn an_eddsa_token_is_refused_by_an_hmac_key() {
     let fixture = Fixture::new();
