@@ -35,32 +35,24 @@ impl KeySet {
             let algorithms = parse_algorithms(&config.algorithms)
                 .map_err(|e| format!("auth.jwt.keys[{index}].algorithms: {e}"))?;
             let family = algorithms[0].family();
-            if let Some(path) = &config.secret_file {
-                let path = resolve(base_dir, path);
-                let decoding = load_secret(&path, family)?;
-                keys.push(Key {
-                    kid: config.kid.clone(),
-                    algorithms,
-                    issuer: config.issuer.clone(),
-                    decoding,
-                });
+            let decoding = if let Some(path) = &config.secret_file {
+                load_secret(&resolve(base_dir, path), family)?
             } else if let Some(path) = &config.public_key_file {
-                let path = resolve(base_dir, path);
-                let decoding = load_public_key(&path, family)?;
-                keys.push(Key {
-                    kid: config.kid.clone(),
-                    algorithms,
-                    issuer: config.issuer.clone(),
-                    decoding,
-                });
+                load_public_key(&resolve(base_dir, path), family)?
             } else if let Some(path) = &config.jwks_file {
-                let path = resolve(base_dir, path);
-                load_jwks(&path, config, &algorithms, &mut keys)?;
+                load_jwks(&resolve(base_dir, path), config, &algorithms, &mut keys)?;
+                continue;
             } else {
                 return Err(format!(
                     "auth.jwt.keys[{index}] needs secret_file, public_key_file or jwks_file"
                 ));
-            }
+            };
+            keys.push(Key {
+                kid: config.kid.clone(),
+                algorithms,
+                issuer: config.issuer.clone(),
+                decoding,
+            });
         }
         if keys.is_empty() {
             return Err("auth.jwt has no keys".into());
