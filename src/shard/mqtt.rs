@@ -1515,6 +1515,11 @@ impl Shard {
             let store = self.retained.borrow();
             for filter in std::iter::once(&nats_filter).chain(parent.as_ref()) {
                 for message in store.matching(filter, wildcard_first) {
+                    // A deny rule the filter overlaps holds back retained messages too.
+                    if deny_filter && !self.mqtt_may_deliver(index, &message.subject) {
+                        ShardStats::add(&self.stats.auth_deliveries_denied, 1);
+                        continue;
+                    }
                     let qos = message.meta.qos.min(sub.qos);
                     retained.push(Pending { message, qos, retain: true, identifier });
                 }

@@ -359,3 +359,21 @@ def test_sighup_loads_a_new_key_and_connections_keep_their_grant(broker_factory,
     assert broker.stderr.wait_for(re.compile("token keys reloaded"), time.monotonic() + 5)
     after = mqtt_client(broker, "svc2", username="svc", password=token)
     assert after.is_connected() and old.is_connected()
+
+
+def test_retained_messages_under_a_deny_rule_are_not_sent_at_subscribe(secured, keys):
+    """allow cmd.>, deny cmd.secret.>: subscribing to cmd/# is accepted, and the retained
+    message on cmd/secret/key is held back like a live one would be."""
+    writer = mqtt_client(secured, "writer", username="svc", password=backend_token(keys))
+    writer.publish("cmd/secret/key", b"hidden", qos=1, retain=True)
+    writer.publish("cmd/open/note", b"visible", qos=1, retain=True)
+    token = issue(keys, "reader", "--sub-allow", "cmd.>", "--deny-sub", "cmd.secret.>")
+    reader = mqtt_client(secured, "reader", username="reader", password=token)
+    reader.subscribe("cmd/#", qos=1)
+    got = reader.get()
+    assert (got.topic, got.payload, got.retain) == ("cmd/open/note", b"visible", True)
+    reader.assert_no_message(0.5)
+    writer.publish("cmd/secret/live", b"hidden too", qos=1)
+    writer.publish("cmd/open/live", b"seen", qos=1)
+    assert reader.get().payload == b"seen"
+    reader.assert_no_message(0.5)
