@@ -1224,7 +1224,8 @@ impl Shard {
 
     /// A resumed session's stored subscriptions, checked against the token of the connection
     /// that resumed it: those it no longer allows are removed (and counted), those that now
-    /// overlap a deny rule filter their deliveries.
+    /// overlap a deny rule filter their deliveries, and queued messages the new token would
+    /// not deliver are dropped (counted in `auth_deliveries_denied`).
     fn recheck_subscriptions(&self, index: u32) {
         let filters: Vec<Bytes> = self.with_session(index, |s| s.subs.keys().cloned().collect());
         for filter in filters {
@@ -1258,6 +1259,19 @@ impl Shard {
                 }
             }
         }
+        // Messages queued while the session was offline went through the old token's rules:
+        // keep those the new token could subscribe to (as a literal subject) and deliver.
+        let dropped = self.with_session(index, |s| {
+            let Some(grant) = s.grant.as_ref() else { return 0 };
+            let before = s.queue.len();
+            s.queue.retain(|p| {
+                let subject = &p.message.subject[..];
+                grant.permissions.may_subscribe(subject) != SubscribeCheck::Denied
+                    && grant.permissions.may_deliver(subject)
+            });
+            before - s.queue.len()
+        });
+        ShardStats::add(&self.stats.auth_deliveries_denied, dropped as u64);
     }
 
     /// Resends what a resumed session left unacknowledged (PUBLISH with DUP, or PUBREL), in

@@ -223,10 +223,16 @@ def test_resumed_session_drops_subscriptions_the_new_token_forbids(secured, keys
     first.subscribe("cmd/all/#", qos=1)
     first.subscribe("cmd/dev1/#", qos=1)
     first.disconnect()
+    # Queued for the offline session under the wide token: not delivered under the narrow one.
+    early = mqtt_client(secured, "early", username="svc", password=backend_token(keys))
+    early.publish("cmd/all/queued", b"queued for all", qos=1)
+    early.publish("cmd/dev1/queued", b"queued for dev1", qos=1)
+    early.close()
     second = mqtt_client(secured, "dev1", clean=False, session_expiry=300,
                          username="device", password=device_token(keys))
     assert second.session_present
     backend = mqtt_client(secured, "backend", username="device", password=backend_token(keys))
+    assert second.get().payload == b"queued for dev1"
     backend.publish("cmd/all/x", b"to all", qos=1)
     backend.publish("cmd/dev1/x", b"to dev1", qos=1)
     assert second.get().payload == b"to dev1"
