@@ -180,7 +180,7 @@ pub fn idle(addr: &str, shape: &Idle) -> Result<Measurement, String> {
                 let source = Ipv4Addr::new(127, 0, 0, 2 + (k % u64::from(sources.max(1))) as u8);
                 let mut stream = connect_from(source, target)?;
                 let hello = match protocol {
-                    Protocol::Nats => [nats::CONNECT, b"PING\r\n"].concat(),
+                    Protocol::Nats => [nats::connect_line(), b"PING\r\n"].concat(),
                     Protocol::Mqtt => {
                         mqtt::connect_packet(&format!("lt-{run}-idle-{k}"), keep_alive_s)
                     }
@@ -293,7 +293,8 @@ fn handshake(
             if !info.starts_with(b"INFO ") {
                 return Err(format!("expected INFO, got {:?}", String::from_utf8_lossy(&info)));
             }
-            stream.write_all(&[nats::CONNECT, b"PING\r\n"].concat()).map_err(io_error)?;
+            let hello = [nats::connect_line(), b"PING\r\n"].concat();
+            stream.write_all(&hello).map_err(io_error)?;
             nats::read_until(&mut stream, b"PONG\r\n").map_err(io_error)?;
         }
         Protocol::Mqtt => {

@@ -24,6 +24,32 @@ pub use pubsub::{mqtt_pubsub, mqtt_to_nats, nats_pubsub, nats_queue, nats_to_mqt
 pub use request::{request_reply, Requests};
 
 use serde_json::{Map, Value};
+use std::sync::OnceLock;
+
+/// What every client of this process presents when it connects, for brokers that require a
+/// token: the MQTT CONNECT username and password, the NATS CONNECT `user` and `auth_token`.
+/// Process-wide (see [`set_credentials`]) so that every scenario, and the [`Shape`] and other
+/// option structs callers build, stay as they are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    /// MQTT username, NATS `user`.
+    pub username: String,
+    /// The token (a JWT for Isthmus): MQTT password, NATS `auth_token`.
+    pub token: String,
+}
+
+static CREDENTIALS: OnceLock<Credentials> = OnceLock::new();
+
+/// Makes every later connection of this process send `credentials` (set once; without it,
+/// clients connect anonymously).
+pub fn set_credentials(credentials: Credentials) -> Result<(), String> {
+    CREDENTIALS.set(credentials).map_err(|_| "credentials are already set".to_string())
+}
+
+/// The credentials connections send, if [`set_credentials`] was called.
+pub fn credentials() -> Option<&'static Credentials> {
+    CREDENTIALS.get()
+}
 
 /// What one run of a scenario measured.
 #[derive(Clone, Debug, PartialEq)]

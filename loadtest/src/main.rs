@@ -21,6 +21,9 @@
 //! - `compare`: starts Isthmus, nats-server and mosquitto and runs all of the above against
 //!   each, in interleaved rounds, with medians and ratios.
 //!
+//! Against a broker that requires a token, `--token T` (and `--username U`) makes every client
+//! send it: the MQTT CONNECT password, the NATS CONNECT `auth_token`.
+//!
 //! Every run prints a human table and one `json: {...}` line; `--chart FILE.svg` (or `.html`)
 //! draws throughput, latency percentiles and memory. Progress bars go to stderr when it is a
 //! terminal. A run that loses or duplicates a message exits with status 1.
@@ -28,8 +31,8 @@
 use clap::{Args, Parser, Subcommand};
 use isthmus_loadtest::report::{table, Run};
 use isthmus_loadtest::{
-    compare, connections, latency, pubsub, request, Idle, Measurement, Pace, Protocol, Requests,
-    Shape, Storm,
+    compare, connections, latency, pubsub, request, Credentials, Idle, Measurement, Pace, Protocol,
+    Requests, Shape, Storm,
 };
 use std::path::PathBuf;
 use std::time::Duration;
@@ -46,6 +49,21 @@ struct Cli {
     /// its own).
     #[arg(long, global = true)]
     broker: Option<String>,
+    #[command(flatten)]
+    credentials: CredentialArgs,
+}
+
+/// What every client presents at CONNECT, for brokers that require a token (Isthmus
+/// `[auth.jwt]`: the MQTT password, the NATS `auth_token`). Every scenario but compare.
+#[derive(Args)]
+struct CredentialArgs {
+    /// Token every client sends: MQTT CONNECT password (with --username), NATS CONNECT
+    /// `auth_token` (with `user`). Default: none, anonymous clients.
+    #[arg(long, global = true)]
+    token: Option<String>,
+    /// MQTT CONNECT username, NATS CONNECT `user`; only sent with --token.
+    #[arg(long, global = true, default_value = "loadtest")]
+    username: String,
 }
 
 /// Publishers, subscribers, counts: the shape of a publish/subscribe run.
@@ -121,6 +139,10 @@ enum Scenario {
         addr: String,
         #[command(flatten)]
         shape: ShapeArgs,
+        /// Subscribe to this filter instead of the subject `loadtest.pubsub` (it must match
+        /// it; e.g. `loadtest.>`).
+        #[arg(long)]
+        subscribe: Option<String>,
     },
     /// NATS publishers -> K subscribers in one queue group: each message exactly once across
     /// the group (fails on a loss or a duplicate).
@@ -178,6 +200,10 @@ enum Scenario {
         /// QoS 1/2 publishes a publisher leaves uncompleted (default 1000 at QoS 1, 64 at 2).
         #[arg(long)]
         inflight: Option<u64>,
+        /// Subscribe to this filter instead of the topic `loadtest/pubsub` (it must match it;
+        /// e.g. `loadtest/#`).
+        #[arg(long)]
+        subscribe: Option<String>,
     },
     /// MQTT latency at a fixed rate, corrected for coordinated omission (as nats-latency).
     MqttLatency {
@@ -281,6 +307,17 @@ enum Scenario {
 
 fn main() {
     let cli = Cli::parse();
+    if let Some(token) = cli.credentials.token {
+        if matches!(cli.scenario, Scenario::Compare(_)) {
+            eprintln!("isthmus-loadtest: compare starts its own brokers and takes no --token");
+            std::process::exit(2);
+        }
+        let username = cli.credentials.username;
+        if let Err(error) = isthmus_loadtest::set_credentials(Credentials { username, token }) {
+            eprintln!("isthmus-loadtest: {error}");
+            std::process::exit(1);
+        }
+    }
     let (addr, result) = match cli.scenario {
         Scenario::Compare(mut options) => {
             options.chart = cli.chart;
@@ -323,8 +360,8 @@ fn run(scenario: Scenario) -> (String, Result<Measurement, String>) {
         addr.unwrap_or_else(|| if protocol == Protocol::Nats { NATS } else { MQTT }.to_string())
     };
     match scenario {
-        Scenario::NatsPubsub { addr, shape } => {
-            let result = pubsub::nats_pubsub(&addr, &shape.shape());
+        Scenario::NatsPubsub { addr, shape, subscribe } => {
+            let result = pubsub::nats_pubsub_filtered(&addr, &shape.shape(), subscribe.as_deref());
             (addr, result)
         }
         Scenario::NatsQueue { addr, shape } => {
@@ -349,8 +386,9 @@ fn run(scenario: Scenario) -> (String, Result<Measurement, String>) {
             let result = latency::nats_latency(&addr, &pace.pace());
             (addr, result)
         }
-        Scenario::MqttPubsub { addr, shape, qos, inflight } => {
-            let result = pubsub::mqtt_pubsub(&addr, &shape.shape(), qos, inflight);
+        Scenario::MqttPubsub { addr, shape, qos, inflight, subscribe } => {
+            let filter = subscribe.as_deref();
+            let result = pubsub::mqtt_pubsub_filtered(&addr, &shape.shape(), qos, inflight, filter);
             (addr, result)
         }
         Scenario::MqttLatency { addr, pace, qos } => {

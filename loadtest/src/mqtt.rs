@@ -37,14 +37,23 @@ pub fn string(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(s);
 }
 
-/// A 3.1.1 CONNECT with a clean session and the given keep alive.
+/// A 3.1.1 CONNECT with a clean session and the given keep alive; with username and password
+/// when [`crate::set_credentials`] gave a token.
 pub fn connect_packet(client_id: &str, keep_alive_s: u16) -> Vec<u8> {
-    let mut body = Vec::with_capacity(12 + client_id.len());
+    let credentials = crate::credentials();
+    let extra = credentials.map_or(0, |c| 4 + c.username.len() + c.token.len());
+    let mut body = Vec::with_capacity(12 + client_id.len() + extra);
     string(&mut body, b"MQTT");
-    body.extend_from_slice(&[4, 0x02]);
+    // Clean session; with credentials also the username (0x80) and password (0x40) flags.
+    let flags = if credentials.is_some() { 0xC2 } else { 0x02 };
+    body.extend_from_slice(&[4, flags]);
     body.extend_from_slice(&keep_alive_s.to_be_bytes());
     string(&mut body, client_id.as_bytes());
-    let mut out = Vec::with_capacity(body.len() + 2);
+    if let Some(credentials) = credentials {
+        string(&mut body, credentials.username.as_bytes());
+        string(&mut body, credentials.token.as_bytes());
+    }
+    let mut out = Vec::with_capacity(body.len() + 4);
     packet(&mut out, 0x10, &body);
     out
 }

@@ -4,11 +4,31 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-/// The CONNECT every loadtest client sends: no verbose `+OK`, headers allowed (brokers deliver
-/// MQTT-originated messages as `HMSG` with an `Nmqtt-Pub` header).
+/// The CONNECT a loadtest client sends without credentials: no verbose `+OK`, headers allowed
+/// (brokers deliver MQTT-originated messages as `HMSG` with an `Nmqtt-Pub` header).
 pub const CONNECT: &[u8] = b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true}\r\n";
+
+/// The CONNECT every loadtest client sends: [`CONNECT`], plus `user` and `auth_token` once
+/// [`crate::set_credentials`] gave a token (built once; credentials never change after).
+pub fn connect_line() -> &'static [u8] {
+    static WITH_CREDENTIALS: OnceLock<Vec<u8>> = OnceLock::new();
+    match crate::credentials() {
+        None => CONNECT,
+        Some(credentials) => WITH_CREDENTIALS.get_or_init(|| {
+            let options = serde_json::json!({
+                "verbose": false,
+                "pedantic": false,
+                "headers": true,
+                "user": credentials.username,
+                "auth_token": credentials.token,
+            });
+            format!("CONNECT {options}\r\n").into_bytes()
+        }),
+    }
+}
 
 /// Connects, reads INFO and sends CONNECT (no PING: [`sync`] waits for the server when needed).
 pub fn connect(addr: &str) -> std::io::Result<TcpStream> {
@@ -20,7 +40,7 @@ pub fn connect(addr: &str) -> std::io::Result<TcpStream> {
         let text = String::from_utf8_lossy(&info);
         return Err(std::io::Error::other(format!("expected INFO, got {text:?}")));
     }
-    stream.write_all(CONNECT)?;
+    stream.write_all(connect_line())?;
     Ok(stream)
 }
 

@@ -36,8 +36,35 @@ pub struct Shape {
 
 /// NATS publishers -> subscribers on one subject (1->1, fan-out 1->K, fan-in K->1).
 pub fn nats_pubsub(addr: &str, shape: &Shape) -> Result<Measurement, String> {
-    let end = Endpoint { protocol: End::Nats, addr, name: b"loadtest.pubsub" };
-    flow(&Flow { scenario: "nats-pubsub", shape, source: end, target: end, queue: None, window: 0 })
+    nats_pubsub_filtered(addr, shape, None)
+}
+
+/// [`nats_pubsub`] with the subscribers on `filter` (None: the subject, `loadtest.pubsub`),
+/// e.g. a wildcard, which a broker's permissions may treat differently from a literal (Isthmus
+/// checks every delivery to a subscription that overlaps a deny rule). The filter must match
+/// `loadtest.pubsub`.
+pub fn nats_pubsub_filtered(
+    addr: &str,
+    shape: &Shape,
+    filter: Option<&str>,
+) -> Result<Measurement, String> {
+    let source = Endpoint { protocol: End::Nats, addr, name: b"loadtest.pubsub" };
+    let target = Endpoint { name: filter.map_or(source.name, str::as_bytes), ..source };
+    let scenario = "nats-pubsub";
+    let measured = flow(&Flow { scenario, shape, source, target, queue: None, window: 0 });
+    with_filter(measured, filter)
+}
+
+/// Records a subscription filter other than the subject in the run's parameters.
+fn with_filter(
+    measured: Result<Measurement, String>,
+    filter: Option<&str>,
+) -> Result<Measurement, String> {
+    let mut measurement = measured?;
+    if let Some(filter) = filter {
+        measurement.parameters.insert("subscribe_filter".into(), filter.into());
+    }
+    Ok(measurement)
 }
 
 /// NATS publishers -> K subscribers in one queue group: every message must reach exactly one
@@ -60,9 +87,25 @@ pub fn mqtt_pubsub(
     qos: u8,
     window: Option<u64>,
 ) -> Result<Measurement, String> {
-    let end = Endpoint { protocol: End::Mqtt { qos: qos.min(2) }, addr, name: b"loadtest/pubsub" };
+    mqtt_pubsub_filtered(addr, shape, qos, window, None)
+}
+
+/// [`mqtt_pubsub`] with the subscribers on `filter` (None: the topic, `loadtest/pubsub`); the
+/// filter must match `loadtest/pubsub` (e.g. `loadtest/#`). See [`nats_pubsub_filtered`].
+pub fn mqtt_pubsub_filtered(
+    addr: &str,
+    shape: &Shape,
+    qos: u8,
+    window: Option<u64>,
+    filter: Option<&str>,
+) -> Result<Measurement, String> {
+    let source =
+        Endpoint { protocol: End::Mqtt { qos: qos.min(2) }, addr, name: b"loadtest/pubsub" };
+    let target = Endpoint { name: filter.map_or(source.name, str::as_bytes), ..source };
     let window = window.unwrap_or(default_window(qos));
-    flow(&Flow { scenario: "mqtt-pubsub", shape, source: end, target: end, queue: None, window })
+    let scenario = "mqtt-pubsub";
+    let measured = flow(&Flow { scenario, shape, source, target, queue: None, window });
+    with_filter(measured, filter)
 }
 
 /// MQTT publishers on `bench/x` (at `qos`) -> NATS subscribers on `bench.x`.
