@@ -202,8 +202,12 @@ fn authenticate(
 
 /// Whether a grant allows this publish: subject, QoS cap, retain and payload size.
 fn publish_allowed(grant: &Grant, subject: &[u8], qos: u8, retain: bool, payload: usize) -> bool {
-    grant.permissions.may_publish(subject)
-        && grant.max_qos.is_none_or(|max| qos <= max)
+    grant.permissions.may_publish(subject) && within_limits(grant, qos, retain, payload)
+}
+
+/// The grant's QoS cap, retain permission and payload limit.
+fn within_limits(grant: &Grant, qos: u8, retain: bool, payload: usize) -> bool {
+    grant.max_qos.is_none_or(|max| qos <= max)
         && (!retain || grant.retain)
         && grant.max_payload.is_none_or(|max| payload <= max as usize)
 }
@@ -338,9 +342,23 @@ struct SubjectCache {
     topic: Vec<u8>,
     /// Its subject, cut from the arena.
     subject: Option<Bytes>,
+    /// Whether the connection's token allows publishing to that subject, once asked (the
+    /// grant does not change during a connection).
+    allowed: Option<bool>,
 }
 
 impl SubjectCache {
+    /// `check(subject)`, remembered while `subject` is the cached one (a device publishing to
+    /// one topic pays one token check per connection, not one per message).
+    fn allowed(&mut self, subject: &Bytes, check: impl FnOnce(&[u8]) -> bool) -> bool {
+        let cached = self.subject.as_ref().is_some_and(|s| s.as_ptr() == subject.as_ptr());
+        match (cached, self.allowed) {
+            (true, Some(verdict)) => verdict,
+            (true, None) => *self.allowed.insert(check(subject)),
+            (false, _) => check(subject),
+        }
+    }
+
     fn subject(&mut self, topic: &Bytes) -> Result<Bytes, TopicError> {
         if let Some(subject) = &self.subject {
             if self.topic == topic[..] {
@@ -349,6 +367,7 @@ impl SubjectCache {
         }
         // Let go of the cached subject first, so the arena can reclaim its chunk.
         self.subject = None;
+        self.allowed = None;
         let (subject, translated) = arena_subject(&mut self.arena, topic)?;
         if translated {
             self.topic.clear();
@@ -885,9 +904,10 @@ async fn on_publish(
         }
     };
     let denied = shard.with_session(session, |s| {
-        s.grant
-            .as_ref()
-            .is_some_and(|g| !publish_allowed(g, &subject, qos_bits, retain, payload.len()))
+        s.grant.as_ref().is_some_and(|g| {
+            let subject_ok = state.subjects.allowed(&subject, |t| g.permissions.may_publish(t));
+            !(subject_ok && within_limits(g, qos_bits, retain, payload.len()))
+        })
     });
     if denied {
         return publish_denied(shard, slot, version, qos, packet_id);
@@ -1999,5 +2019,26 @@ mod tests {
         assert_eq!(&cache.subject(&Bytes::from_static(b"plain")).unwrap()[..], b"plain");
         assert_eq!(&cache.subject(&Bytes::from_static(b"c/d")).unwrap()[..], b"c.d");
         assert!(cache.subject(&Bytes::from_static(b"bad topic")).is_err());
+    }
+
+    #[test]
+    fn subject_cache_remembers_the_publish_verdict_of_its_subject_only() {
+        let mut cache = SubjectCache::default();
+        let checks = std::cell::Cell::new(0);
+        let deny = |_: &[u8]| {
+            checks.set(checks.get() + 1);
+            false
+        };
+        let subject = cache.subject(&Bytes::from_static(b"a/b")).unwrap();
+        assert!(!cache.allowed(&subject, deny));
+        let again = cache.subject(&Bytes::copy_from_slice(b"a/b")).unwrap();
+        assert!(!cache.allowed(&again, deny));
+        assert_eq!(checks.get(), 1, "the second publish to a/b reused the verdict");
+        let other = cache.subject(&Bytes::from_static(b"c/d")).unwrap();
+        assert!(cache.allowed(&other, |_| true), "a new topic is checked anew");
+        let plain = cache.subject(&Bytes::from_static(b"plain")).unwrap();
+        assert!(!cache.allowed(&plain, deny), "an uncached subject is checked every time");
+        assert!(!cache.allowed(&plain, deny));
+        assert_eq!(checks.get(), 3);
     }
 }
