@@ -23,30 +23,38 @@ impl Drop for Killed {
     }
 }
 
+/// Starts `mosquitto_sub` against 127.0.0.1:`port` with `args`; its stdout lines arrive on
+/// the receiver as they are printed.
+fn mosquitto_sub(port: &str, args: &[&str]) -> (Killed, mpsc::Receiver<String>) {
+    let mut sub = Killed(
+        Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", port])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn mosquitto_sub (apt-get install -y mosquitto-clients)"),
+    );
+    let (tx, rx) = mpsc::channel::<String>();
+    let stdout = sub.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (sub, rx)
+}
+
 #[test]
 fn mosquitto_pub_reaches_mosquitto_sub() {
     let Some(broker) = mqtt_broker(1, "") else { return };
     let port = broker.mqtt_port.to_string();
     for version in ["mqttv311", "mqttv5"] {
-        let mut sub = Killed(
-            Command::new("mosquitto_sub")
-                .args(["-h", "127.0.0.1", "-p", &port, "-V", version, "-t", "test/#", "-v"])
-                .args(["-i", &format!("seed-sub-{version}")])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn mosquitto_sub (apt-get install -y mosquitto-clients)"),
-        );
-        let (tx, rx) = mpsc::channel::<String>();
-        let stdout = sub.0.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let id = format!("seed-sub-{version}");
+        let (_sub, rx) = mosquitto_sub(&port, &["-V", version, "-t", "test/#", "-v", "-i", &id]);
         // mosquitto_sub's stdout is a pipe, so its -d packet log is block-buffered and cannot
         // tell us when the subscription is in; messages are flushed one by one. So publish
         // until one arrives (at most 5 s), then check the line.
@@ -84,25 +92,8 @@ fn a_dormant_mosquitto_sub_still_receives() {
     let toml = "[mqtt]\ndormant_after_ms = 300\n";
     let Some(broker) = isthmus_broker(2, toml, "dormant connections are isthmus's") else { return };
     let port = broker.mqtt_port.to_string();
-    let mut sub = Killed(
-        Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &port, "-t", "sleepy/#", "-v", "-k", "5"])
-            .args(["-i", "dormant-mosquitto-sub"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn mosquitto_sub (apt-get install -y mosquitto-clients)"),
-    );
-    let (tx, rx) = mpsc::channel::<String>();
-    let stdout = sub.0.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut sub, rx) =
+        mosquitto_sub(&port, &["-t", "sleepy/#", "-v", "-k", "5", "-i", "dormant-mosquitto-sub"]);
     // Dormant after 0.3 s; mosquitto_sub's smallest keep alive is 5 s, so one PINGREQ goes by
     // while it sleeps.
     std::thread::sleep(Duration::from_secs(6));
