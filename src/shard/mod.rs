@@ -155,11 +155,10 @@ pub struct Conn {
     dormant: Option<Box<mqtt::Sleeper>>,
     /// The connection is in `Shard::to_wake`.
     wake_queued: bool,
-    /// NATS: what the connection's token allows (`None`: everything, the broker is open).
+    /// NATS: what the connection's token allows. `None`: everything if the broker is open,
+    /// else CONNECT has not been accepted yet.
     /// MQTT keeps its grant in the session.
     pub grant: Option<Box<crate::auth::Grant>>,
-    /// NATS with auth: CONNECT has been accepted.
-    pub authenticated: bool,
     /// The connection runs over TLS (and so never goes dormant: its session is in memory).
     pub tls: bool,
     /// The verified client certificate's identity (subject CN, else first DNS/email SAN), for
@@ -313,7 +312,6 @@ impl Shard {
             dormant: None,
             wake_queued: false,
             grant: None,
-            authenticated: false,
             tls: false,
             tls_identity: None,
         };
@@ -511,7 +509,6 @@ impl Shard {
         }
         self.with_conn(slot, |c| {
             c.grant = Some(grant);
-            c.authenticated = true;
             c.keepalive_deadline = None;
         });
     }

@@ -72,7 +72,7 @@ pub fn expect_connect(shard: &Shard, slot: u32) {
 pub fn handle(shard: &Shard, slot: u32, op: ClientOp) -> Next {
     let (flags, authenticated) = shard.with_conn(slot, |c| {
         c.active = true;
-        (c.flags, c.authenticated)
+        (c.flags, c.grant.is_some())
     });
     if !authenticated && shard.identity.auth.is_some() && !matches!(op, ClientOp::Connect(_)) {
         // nats-server 2.9 with auth: any op before CONNECT (PING included) closes.
@@ -82,7 +82,10 @@ pub fn handle(shard: &Shard, slot: u32, op: ClientOp) -> Next {
     }
     match op {
         ClientOp::Pub(mut message) => {
-            if !shard.with_conn(slot, |c| may_publish(c.grant.as_deref(), &message.subject)) {
+            // Only a connection with a grant pays a second borrow for the check.
+            if authenticated
+                && !shard.with_conn(slot, |c| may_publish(c.grant.as_deref(), &message.subject))
+            {
                 ShardStats::add(&shard.stats.auth_publish_denied, 1);
                 let text = format!(
                     "Permissions Violation for Publish to \"{}\"",
