@@ -8,7 +8,7 @@
 
 use super::nats::{self, Next};
 use super::stream::{self, HandshakeError, Stream};
-use super::{Routed, Shard};
+use super::Shard;
 use crate::limits::{
     NATS_TLS_HANDSHAKE_MS_MAX, OUTBOUND_IDLE_BYTES_MAX, READ_CHUNK_BYTES, READ_SPARE_BYTES_MIN,
     READ_WINDOW_MIN,
@@ -108,13 +108,7 @@ async fn read_loop(shard: &Shard, slot: u32, mut reader: Half) {
                 Ok(Some(op)) => match nats::handle(shard, slot, op) {
                     Next::Continue => {}
                     Next::Pong => pongs_owed += 1,
-                    Next::Wait(wait, message) => {
-                        match wait {
-                            Routed::AwaitSync => shard.sync_peers(slot).await,
-                            _ => shard.wait_for_peer_interest().await,
-                        }
-                        shard.publish(slot, &message, true);
-                    }
+                    Next::Wait(wait) => shard.publish_after_wait(slot, wait).await,
                     Next::Close => return,
                 },
                 Ok(None) => break,

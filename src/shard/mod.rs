@@ -37,17 +37,18 @@ use std::task::{Poll, Waker};
 /// again: a publisher to a subject nobody wants pays at most one mesh round trip per period.
 pub const SYNC_COVERS: std::time::Duration = std::time::Duration::from_millis(5);
 
-/// Outcome of [`Shard::publish`].
+/// Outcome of [`Shard::publish`]; the waits hand the message back for
+/// [`Shard::publish_after_wait`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Routed {
     /// Routed (or dropped: nobody wants it).
     Done,
     /// Another shard changed its interest and the change has not arrived yet: wait for it
     /// ([`Shard::wait_for_peer_interest`]) and publish again.
-    AwaitInterest,
+    AwaitInterest(Message),
     /// Nobody wants it. Before dropping it (or answering 503), sync with the other shards
     /// ([`Shard::sync_peers`]): one of them may be about to read a SUB it was sent first.
-    AwaitSync,
+    AwaitSync(Message),
 }
 
 /// Process-wide identity, built once before the shards start.
@@ -615,35 +616,55 @@ impl Shard {
 
     /// Routes a message published by local connection `origin`. Unless `synced`, returns
     /// without routing when it should wait for other shards first (see [`Routed`]).
-    pub fn publish(&self, origin: u32, message: &Message, synced: bool) -> Routed {
+    pub fn publish(&self, origin: u32, message: Message, synced: bool) -> Routed {
         if !synced && self.peer_interest_in_flight() {
-            return Routed::AwaitInterest;
+            return Routed::AwaitInterest(message);
         }
         let interest = self.interest.borrow_mut().matches(&message.subject);
         if interest.is_empty() && !synced && self.count > 1 {
             let recent =
                 self.with_conn(origin, |c| c.last_sync.is_some_and(|t| t.elapsed() < SYNC_COVERS));
             if !recent {
-                return Routed::AwaitSync;
+                return Routed::AwaitSync(message);
             }
         }
         self.route_to(Some(origin), message, &interest);
         Routed::Done
     }
 
+    /// Waits as `routed` says, then routes its message; nothing to do for `Done`.
+    pub async fn publish_after_wait(&self, origin: u32, routed: Routed) {
+        let message = match routed {
+            Routed::Done => return,
+            Routed::AwaitSync(message) => {
+                self.sync_peers(origin).await;
+                message
+            }
+            Routed::AwaitInterest(message) => {
+                self.wait_for_peer_interest().await;
+                message
+            }
+        };
+        let routed = self.publish(origin, message, true);
+        debug_assert_eq!(routed, Routed::Done, "a synced publish never waits");
+    }
+
     /// Routes a message now, without waiting for other shards. `origin` is the publishing
     /// connection on this shard, if any (a will has none).
-    pub fn route(&self, origin: Option<u32>, message: &Message) {
+    pub fn route(&self, origin: Option<u32>, message: Message) {
         let interest = self.interest.borrow_mut().matches(&message.subject);
         self.route_to(origin, message, &interest);
     }
 
-    fn route_to(&self, origin: Option<u32>, message: &Message, interest: &InterestMatch) {
+    /// Delivers to this shard's subscriptions first, then moves the message into the last
+    /// remote target's envelope (clones only for fan-out over several shards): every clone
+    /// is an atomic increment per `Bytes` on the publisher's read buffer.
+    fn route_to(&self, origin: Option<u32>, message: Message, interest: &InterestMatch) {
         ShardStats::add(&self.stats.in_msgs, 1);
         ShardStats::add(&self.stats.in_bytes, message.size() as u64);
         if interest.is_empty() {
             if let Some(origin) = origin {
-                self.no_responders(origin, message);
+                self.no_responders(origin, &message);
             }
             return;
         }
@@ -654,9 +675,7 @@ impl Shard {
             picks.push(shard as u8);
             targets |= 1 << shard;
         }
-        while targets != 0 {
-            let target = targets.trailing_zeros() as usize;
-            targets &= targets - 1;
+        let duties = |target: usize| {
             let plain = interest.plain_mask & (1 << target) != 0;
             let mut queues: SmallVec<[Bytes; 1]> = SmallVec::new();
             for (queue, _) in
@@ -664,13 +683,25 @@ impl Shard {
             {
                 queues.push(queue.name.clone());
             }
-            if target == self.id {
-                self.deliver(message, plain, &queues, origin, 0);
-            } else {
-                let envelope = Envelope { message: message.clone(), plain, queues, hops: 0 };
-                ShardStats::add(&self.stats.mesh_msgs_out, 1);
+            (plain, queues)
+        };
+        if targets & (1 << self.id) != 0 {
+            targets &= !(1 << self.id);
+            let (plain, queues) = duties(self.id);
+            self.deliver(&message, plain, &queues, origin, 0);
+        }
+        while targets != 0 {
+            let target = targets.trailing_zeros() as usize;
+            targets &= targets - 1;
+            let (plain, queues) = duties(target);
+            ShardStats::add(&self.stats.mesh_msgs_out, 1);
+            if targets == 0 {
+                let envelope = Envelope { message, plain, queues, hops: 0 };
                 self.mesh.push(target, MeshOp::Deliver(envelope));
+                return;
             }
+            let envelope = Envelope { message: message.clone(), plain, queues, hops: 0 };
+            self.mesh.push(target, MeshOp::Deliver(envelope));
         }
     }
 
@@ -713,9 +744,11 @@ impl Shard {
         ShardStats::add(&self.stats.interest_waits, 1);
     }
 
-    /// Applies a batch received from shard `from`.
-    pub fn receive(&self, from: usize, ops: &mut Vec<MeshOp>) {
-        for op in ops.drain(..) {
+    /// Applies a batch received from shard `from`. Deliveries are read in place: the batch
+    /// goes back to `from` with its messages (`MeshState::recycle`), so the reference counts
+    /// of the publisher's read buffers are dropped on the core that raised them.
+    pub fn receive(&self, from: usize, ops: &mut [MeshOp]) {
+        for op in ops.iter_mut() {
             match op {
                 MeshOp::Deliver(envelope) => self.deliver(
                     &envelope.message,
@@ -725,7 +758,8 @@ impl Shard {
                     envelope.hops,
                 ),
                 MeshOp::Interest { filter, queue, count, epoch } => {
-                    self.interest.borrow_mut().set(from, &filter, &queue, count);
+                    let epoch = *epoch;
+                    self.interest.borrow_mut().set(from, filter, queue, *count);
                     self.mesh.push(from, MeshOp::InterestAck { epoch });
                     let mut applied = self.interest_applied.borrow_mut();
                     applied[from] = applied[from].max(epoch);
@@ -734,12 +768,24 @@ impl Shard {
                         waker.wake();
                     }
                 }
-                MeshOp::Sync { epoch } => self.mesh.push(from, MeshOp::InterestAck { epoch }),
-                MeshOp::InterestAck { epoch } => self.mesh.acked(from, epoch),
-                MeshOp::Adopt(adopt) => self.adopted.borrow_mut().push(*adopt),
-                MeshOp::Retain { subject, seq, message } => {
-                    self.retained.borrow_mut().apply(subject, seq, message);
+                MeshOp::Sync { epoch } => {
+                    self.mesh.push(from, MeshOp::InterestAck { epoch: *epoch })
                 }
+                MeshOp::InterestAck { epoch } => self.mesh.acked(from, *epoch),
+                // The two operations this shard keeps are moved out of the batch.
+                MeshOp::Adopt(_) => {
+                    if let MeshOp::Adopt(adopt) = std::mem::replace(op, MeshOp::Taken) {
+                        self.adopted.borrow_mut().push(*adopt);
+                    }
+                }
+                MeshOp::Retain { .. } => {
+                    if let MeshOp::Retain { subject, seq, message } =
+                        std::mem::replace(op, MeshOp::Taken)
+                    {
+                        self.retained.borrow_mut().apply(subject, seq, message);
+                    }
+                }
+                MeshOp::Taken => {}
             }
         }
         self.mesh.stage_all();

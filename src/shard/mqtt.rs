@@ -930,14 +930,10 @@ async fn on_publish(
     if retain {
         shard.mqtt_retain(&message);
     }
-    match shard.publish(slot, &message, false) {
+    match shard.publish(slot, message, false) {
         Routed::Done => {}
         wait => {
-            match wait {
-                Routed::AwaitSync => shard.sync_peers(slot).await,
-                _ => shard.wait_for_peer_interest().await,
-            }
-            shard.publish(slot, &message, true);
+            shard.publish_after_wait(slot, wait).await;
             if shard.with_conn(slot, |c| c.session) != Some(session) {
                 return Some(Exit::Unclean); // taken over while waiting
             }
@@ -1429,7 +1425,7 @@ impl Shard {
         if will.retain {
             self.mqtt_retain(&message);
         }
-        self.route(None, &message);
+        self.route(None, message);
         self.mesh.stage_all();
     }
 

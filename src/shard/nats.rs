@@ -5,7 +5,7 @@ use super::{NatsFlags, Routed, Shard};
 use crate::auth::{
     AuthError, Authenticator, Credentials, Grant, Protocol as AuthProtocol, SubscribeCheck,
 };
-use crate::message::{Message, MqttProperties};
+use crate::message::MqttProperties;
 use crate::protocol::mqtt::interop;
 use crate::protocol::nats::codec::{self, ClientOp};
 use crate::protocol::nats::connect::{ConnectOptions, Info};
@@ -23,7 +23,7 @@ pub enum Next {
     /// changes the connection made.
     Pong,
     /// Wait for other shards (interest in flight, or a sync round trip), then publish again.
-    Wait(Routed, Message),
+    Wait(Routed),
     /// The connection is closing.
     Close,
 }
@@ -115,9 +115,9 @@ pub fn handle(shard: &Shard, slot: u32, op: ClientOp) -> Next {
                     ..Default::default()
                 }));
             }
-            return match shard.publish(slot, &message, false) {
+            return match shard.publish(slot, message, false) {
                 Routed::Done => Next::Continue,
-                wait => Next::Wait(wait, message),
+                wait => Next::Wait(wait),
             };
         }
         ClientOp::Sub { subject, queue, sid } => {

@@ -271,7 +271,10 @@ pub fn decode(
         buf.reserve(total - buf.len());
         return Ok(None);
     }
-    let body = buf.split_to(total).freeze().slice(1 + length_bytes..);
+    // advance, not slice: a slice would raise and drop the read buffer's reference count once
+    // more per packet.
+    let mut body = buf.split_to(total).freeze();
+    body.advance(1 + length_bytes);
     let packet = decode_body(packet_type, first & 0x0F, body, version)?;
     debug_assert_eq!(packet.packet_type(), packet_type);
     Ok(Some(packet))
