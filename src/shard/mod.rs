@@ -823,6 +823,15 @@ impl Shard {
                 _ => self.redirect(message, name, hops),
             }
         }
+        self.unsubscribe_expired();
+    }
+
+    /// Removes the subscriptions that reached their `max` during the last delivery (a check
+    /// of an empty list on the common path: collecting it cost 1.8 % of a shard in perf).
+    fn unsubscribe_expired(&self) {
+        if self.expired.borrow().is_empty() {
+            return;
+        }
         let expired: SmallVec<[u32; 4]> = self.expired.borrow_mut().drain(..).collect();
         for id in expired {
             self.unsubscribe(id);
@@ -961,10 +970,7 @@ impl Shard {
         for id in own {
             self.deliver_one(id, &status, None, None);
         }
-        let expired: SmallVec<[u32; 4]> = self.expired.borrow_mut().drain(..).collect();
-        for id in expired {
-            self.unsubscribe(id);
-        }
+        self.unsubscribe_expired();
     }
 
     /// One ping tick: PING idle connections, close those with `ping_max` unanswered PINGs.
