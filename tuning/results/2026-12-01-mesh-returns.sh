@@ -1,0 +1,22 @@
+#!/bin/bash
+# A/B of broker binaries, interleaved, a fresh broker (default config: 2 shards here) per run.
+# usage: tuning/results/2026-12-01-mesh-returns.sh ROUNDS "SCENARIO ARGS" /abs/bin1 /abs/bin2 ...
+# Prints rate and the broker's CPU time (utime+stime from /proc) per delivered message.
+LOADTEST=${LOADTEST:-$PWD/target/release/isthmus-loadtest}
+rounds=$1; shift; args=$1; shift
+for r in $(seq 1 $rounds); do
+  for b in "$@"; do
+    d=$(mktemp -d); (cd $d && $b serve > broker.log 2>&1 &); sleep 0.8
+    P=$(pgrep -f "^$b serve" | head -1)
+    t0=$(awk '{print $14+$15}' /proc/$P/stat)
+    out=$($LOADTEST $args 2>&1 | grep '^json:')
+    t1=$(awk '{print $14+$15}' /proc/$P/stat)
+    kill $P; sleep 0.5; rm -rf $d
+    python3 - "$out" $t0 $t1 "$b" $r "$args" <<'PY'
+import json,sys
+j=json.loads(sys.argv[1][5:]); t0=int(sys.argv[2]); t1=int(sys.argv[3])
+d=j['results']['delivered']
+print(f"{sys.argv[6]} | round {sys.argv[5]} | {sys.argv[4]} | {j['results']['per_s']/1e6:.2f} M/s | broker cpu {(t1-t0)/100:.2f} s | {(t1-t0)/100*1e9/d:.0f} ns/msg", flush=True)
+PY
+  done
+done
