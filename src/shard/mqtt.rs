@@ -852,7 +852,7 @@ async fn finish_publish(
     shard: &Shard,
     slot: u32,
     version: Version,
-    wait: PublishWait,
+    wait: Box<PublishWait>,
 ) -> Option<Exit> {
     shard.publish_after_wait(slot, wait.routed).await;
     if shard.with_conn(slot, |c| c.session) != Some(wait.session) {
@@ -884,7 +884,7 @@ fn on_publish(
     session: u32,
     state: &mut ConnState,
     publish: Publish,
-) -> Result<Option<Exit>, PublishWait> {
+) -> Result<Option<Exit>, Box<PublishWait>> {
     let version = state.version;
     let Publish { qos, retain, topic, packet_id, payload, properties, .. } = publish;
     if !properties.subscription_identifiers.is_empty() {
@@ -989,7 +989,9 @@ fn on_publish(
     }
     match shard.publish(slot, message, false) {
         Routed::Done => {}
-        routed => return Err(PublishWait { routed, session, qos, packet_id }),
+        // Boxed: rare (at most one sync per connection per SYNC_COVERS), and it keeps the
+        // common return small.
+        routed => return Err(Box::new(PublishWait { routed, session, qos, packet_id })),
     }
     acknowledge(shard, slot, version, session, qos, packet_id);
     Ok(None)
