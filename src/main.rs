@@ -74,6 +74,7 @@ fn main() {
                 .init();
             load(config, nats_listen, mqtt_listen, shards).and_then(|config| {
                 configure_allocator(&config);
+                isthmus::serve::set_release_memory(release_memory);
                 isthmus::serve::run(config)
             })
         }
@@ -133,6 +134,14 @@ fn configure_allocator(config: &Config) {
         )
     };
     tracing::info!(purge_delay_ms = delay, huge_pages = thp != 0, "allocator");
+}
+
+/// Returns the calling thread's freed mimalloc memory to the kernel now (the shards call it
+/// after a wave of connections went dormant). `allocator_purge_delay_ms = -1` still keeps it.
+#[allow(unsafe_code)]
+fn release_memory() {
+    // SAFETY: collects the calling thread's own heap; no pointers are passed.
+    unsafe { libmimalloc_sys::mi_collect(true) };
 }
 
 fn load(

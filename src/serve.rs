@@ -13,8 +13,30 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, OnceLock};
 use std::time::Duration;
+
+/// How the process's allocator hands the calling thread's freed memory back to the kernel now.
+static RELEASE_MEMORY: OnceLock<fn()> = OnceLock::new();
+
+/// Tells the shards how to return freed memory to the kernel after a wave of connections went
+/// dormant (the `isthmus` binary: mimalloc's `mi_collect(true)` on the shard's thread). Without
+/// it (tests with another global allocator, embedders) freed memory stays with the allocator.
+/// Only the first call counts.
+pub fn set_release_memory(release: fn()) {
+    let _ = RELEASE_MEMORY.set(release);
+}
+
+/// Runs the hook of [`set_release_memory`] on this thread; false if there is none.
+pub(crate) fn release_memory() -> bool {
+    match RELEASE_MEMORY.get() {
+        Some(release) => {
+            release();
+            true
+        }
+        None => false,
+    }
+}
 
 /// A running broker, for embedding in tests and benchmarks.
 pub struct Running {

@@ -69,6 +69,9 @@ pub struct ShardStats {
     pub mqtt_woken: AtomicU64,
     /// PINGREQs answered for dormant MQTT connections without waking them.
     pub mqtt_dormant_pings: AtomicU64,
+    /// Times the shard asked the allocator to return freed memory after a wave of connections
+    /// went dormant ([`crate::limits::DORMANT_RELEASE_MIN`]).
+    pub memory_releases: AtomicU64,
     /// Connections refused by authentication (bad, expired or missing token; no permissions).
     pub auth_refused: AtomicU64,
     /// Publishes a connection's token does not allow (dropped, refused or answered with an error).

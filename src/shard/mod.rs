@@ -204,6 +204,8 @@ pub struct Shard {
     session_deadline: Cell<Option<std::time::Instant>>,
     /// The earliest `exp` (unix seconds) of a token held by a connection here, if any.
     auth_deadline: Cell<Option<u64>>,
+    /// MQTT connections that went dormant since the allocator last released memory.
+    dozed_since_release: Cell<u32>,
     /// The epoll set of dormant connections, once started (`mqtt.dormant_after_ms` > 0).
     dormancy: std::cell::OnceCell<dormant::Dormancy>,
     /// Dormant connections to wake: output arrived for them, or they are closing.
@@ -251,6 +253,7 @@ impl Shard {
             mqtt_scratch: RefCell::default(),
             session_deadline: Cell::new(None),
             auth_deadline: Cell::new(None),
+            dozed_since_release: Cell::new(0),
             dormancy: std::cell::OnceCell::new(),
             to_wake: RefCell::new(Vec::new()),
             waker_task: RefCell::new(None),

@@ -13,6 +13,7 @@ use super::session::{Inflight, Pending, Session, SessionSub, Stage};
 use super::stream::{self, Stream};
 use super::{Protocol, Routed, Shard};
 use crate::auth::{AuthError, Credentials, Grant, Protocol as AuthProtocol, SubscribeCheck};
+use crate::limits::DORMANT_RELEASE_MIN;
 use crate::message::{Message, Meta, MqttProperties};
 use crate::protocol::mqtt::codec::{self, DecodeError};
 use crate::protocol::mqtt::interop;
@@ -537,6 +538,7 @@ async fn doze(shard: &Shard, slot: u32, stream: Rc<RefCell<Stream>>, state: Conn
         c.dormant = Some(Box::new(sleeper));
     });
     ShardStats::add(&shard.stats.mqtt_dormant, 1);
+    shard.dozed_since_release.set(shard.dozed_since_release.get().saturating_add(1));
     Dozed::Dormant
 }
 
@@ -1748,6 +1750,20 @@ impl Shard {
         true
     }
 
+    /// After [`DORMANT_RELEASE_MIN`] or more connections went dormant, hands what their tasks
+    /// and buffers freed back to the kernel now instead of after the allocator's purge delay.
+    fn release_dozed_memory(&self) {
+        if self.dozed_since_release.get() < DORMANT_RELEASE_MIN {
+            return;
+        }
+        self.dozed_since_release.set(0);
+        let started = Instant::now();
+        if crate::serve::release_memory() {
+            ShardStats::add(&self.stats.memory_releases, 1);
+            tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, "memory released");
+        }
+    }
+
     /// Asks MQTT connections with no traffic for `mqtt.dormant_after_ms` to go dormant.
     fn mark_quiet_connections(&self) {
         let after = self.config.mqtt.dormant_after_ms;
@@ -1827,6 +1843,7 @@ impl Shard {
     /// Keep-alive deadlines, delayed wills and session expiry; called every [`SWEEP_INTERVAL`].
     pub fn mqtt_sweep(&self) {
         let now = Instant::now();
+        self.release_dozed_memory();
         self.mark_quiet_connections();
         let silent: SmallVec<[u32; 4]> = self
             .conns
