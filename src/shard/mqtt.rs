@@ -758,7 +758,8 @@ fn ack(packet_id: u16, reason_code: ReasonCode) -> PubAck {
     PubAck { packet_id, reason_code, properties: Default::default() }
 }
 
-/// Applies one packet. `Some(exit)` ends the connection.
+/// Applies one packet other than PUBLISH (which `read_loop` routes without an async frame).
+/// `Some(exit)` ends the connection.
 async fn handle(shard: &Shard, slot: u32, state: &mut ConnState, packet: Packet) -> Option<Exit> {
     let version = state.version;
     let Some(session) = shard.with_conn(slot, |c| c.session) else {
@@ -766,12 +767,7 @@ async fn handle(shard: &Shard, slot: u32, state: &mut ConnState, packet: Packet)
         return Some(Exit::Unclean);
     };
     match packet {
-        Packet::Publish(publish) => {
-            return match on_publish(shard, slot, session, state, publish) {
-                Ok(exit) => exit,
-                Err(wait) => finish_publish(shard, slot, version, wait).await,
-            }
-        }
+        Packet::Publish(_) => unreachable!("read_loop handles PUBLISH before calling handle"),
         Packet::PubAck(a) => shard.mqtt_acked(session, a.packet_id, 1),
         Packet::PubRec(a) => {
             let known = shard.mqtt_received(session, a.packet_id, a.reason_code);
