@@ -48,7 +48,7 @@ fn nats_scenarios_deliver_everything() {
     };
     let measured = check(isthmus_loadtest::request_reply(&addr, &requests));
     assert!(measured.latency.is_some());
-    let pace = Pace { messages: 500, rate: 5_000, size: 16, limit: LIMIT };
+    let pace = Pace { messages: 500, warmup: 100, rate: 5_000, size: 16, limit: LIMIT };
     check(isthmus_loadtest::nats_latency(&addr, &pace));
     running.stop();
 }
@@ -61,7 +61,7 @@ fn mqtt_scenarios_deliver_everything() {
         check(isthmus_loadtest::mqtt_pubsub(&addr, &shape(5_000, 16, 1, 1), qos, None));
         check(isthmus_loadtest::mqtt_pubsub(&addr, &shape(1_000, 256, 1, 3), qos, None));
         check(isthmus_loadtest::mqtt_pubsub(&addr, &shape(1_000, 16, 3, 1), qos, Some(16)));
-        let pace = Pace { messages: 300, rate: 5_000, size: 16, limit: LIMIT };
+        let pace = Pace { messages: 300, warmup: 100, rate: 5_000, size: 16, limit: LIMIT };
         check(isthmus_loadtest::mqtt_latency(&addr, &pace, qos));
     }
     running.stop();

@@ -456,10 +456,10 @@ fn measure(running: &Running, kind: &Kind) -> Result<Measurement, String> {
             nats_to_mqtt(&nats, &mqtt, &shape(publishers, subscribers, size, messages), qos)
         }
         Kind::NatsLatency { rate, messages, size } => {
-            nats_latency(&nats, &Pace { messages, rate, size, limit })
+            nats_latency(&nats, &Pace { messages, warmup: rate / 2, rate, size, limit })
         }
         Kind::MqttLatency { rate, messages, size, qos } => {
-            mqtt_latency(&mqtt, &Pace { messages, rate, size, limit }, qos)
+            mqtt_latency(&mqtt, &Pace { messages, warmup: rate / 2, rate, size, limit }, qos)
         }
         Kind::Storm { protocol, connections, concurrency } => {
             let addr = if protocol == Protocol::Nats { &nats } else { &mqtt };

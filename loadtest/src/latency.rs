@@ -3,6 +3,13 @@
 //! delay is measured from the message's *intended* send time, which travels in its first 8
 //! payload bytes: a broker (or harness) stall shows as latency of every message it delayed,
 //! not as a pause in sending (coordinated omission corrected at the source).
+//!
+//! A warm-up of `warmup` messages at the same rate goes first and is not recorded: on the
+//! measurement VM the first few hundred ms of any run across two cores were slow for every
+//! broker that parks its threads between messages (Isthmus with 2 shards: p50 270-430 us and
+//! a 2.5-3.9 ms maximum over the first 2,000 messages at 20k/s, 13-17 us with 1 shard; see
+//! tuning/results/2026-12-01-latency-warmup.md), which is the host waking idle vCPUs, not the
+//! steady state the scenario is for.
 
 use crate::mqtt::{self, Publisher};
 use crate::nats;
@@ -20,8 +27,10 @@ use std::time::{Duration, Instant};
 /// How many messages, how fast, how big.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pace {
-    /// Messages to send.
+    /// Messages to record.
     pub messages: u64,
+    /// Messages sent first, at the same rate, and not recorded.
+    pub warmup: u64,
     /// Messages per second.
     pub rate: u64,
     /// Payload bytes (at least 8: the intended send time travels in the payload).
@@ -44,16 +53,22 @@ pub fn mqtt_latency(addr: &str, pace: &Pace, qos: u8) -> Result<Measurement, Str
 }
 
 fn paced(scenario: &'static str, end: Endpoint, pace: &Pace) -> Result<Measurement, String> {
-    let Pace { messages, rate, size, limit } = *pace;
+    let Pace { messages, warmup, rate, size, limit } = *pace;
+    let total = warmup + messages;
+    // Messages intended before this (nanoseconds after `origin`) are the warm-up.
+    let recorded_from = warmup * (1_000_000_000 / rate.max(1));
     let size = size.max(8);
     let run = run_id();
-    let progress = Arc::new(Progress::new(scenario, messages, "msgs"));
+    let progress = Arc::new(Progress::new(scenario, total, "msgs"));
     let watch = Arc::new(Watch {
         start: Instant::now(),
         limit,
         published: Arc::new(AtomicBool::new(false)),
     });
     let mut subscriber = pubsub::subscribe(&end, None, &format!("lt-{run}-sub"))?;
+    // The publisher connects before the schedule starts: its handshake is not message latency
+    // (counted from `origin`, it showed as a few ms on the first messages of every run).
+    let connection = connect_publisher(&end, &run)?;
     let origin = Instant::now();
     let reader = {
         let (watch, progress) = (Arc::clone(&watch), Arc::clone(&progress));
@@ -67,12 +82,15 @@ fn paced(scenario: &'static str, end: Endpoint, pace: &Pace) -> Result<Measureme
                 &mut subscriber,
                 protocol,
                 &goal,
-                messages,
+                total,
                 &watch,
                 &progress,
                 |p| {
                     let Some(sent) = p.get(..8) else { return false };
                     let sent_ns = u64::from_le_bytes(sent.try_into().expect("8 bytes"));
+                    if sent_ns < recorded_from {
+                        return true;
+                    }
                     let now_ns = origin.elapsed().as_nanos() as u64;
                     histogram.saturating_record((now_ns.saturating_sub(sent_ns) / 1000).max(1));
                     count += 1;
@@ -82,15 +100,17 @@ fn paced(scenario: &'static str, end: Endpoint, pace: &Pace) -> Result<Measureme
             Ok((histogram, count, received.qos_max))
         })
     };
-    let sending = send_paced(&end, &run, pace, size, origin);
+    let sending = send_paced(&end, connection, &Pace { messages: total, ..*pace }, size, origin);
     watch.published.store(true, std::sync::atomic::Ordering::Release);
     let received = reader.join().map_err(|_| "subscriber panicked")?;
     drop(progress);
     sending?;
     let (histogram, delivered, qos_max) = received?;
-    let elapsed = origin.elapsed().as_secs_f64();
+    // The recorded part of the run: from the first recorded message's intended time.
+    let elapsed = (origin.elapsed().as_secs_f64() - recorded_from as f64 / 1e9).max(1e-9);
     let mut parameters = Map::new();
     parameters.insert("messages".into(), messages.into());
+    parameters.insert("warmup".into(), warmup.into());
     parameters.insert("rate".into(), rate.into());
     parameters.insert("size".into(), size.into());
     if let End::Mqtt { qos } = end.protocol {
@@ -113,10 +133,18 @@ fn paced(scenario: &'static str, end: Endpoint, pace: &Pace) -> Result<Measureme
     })
 }
 
+/// The publisher's connection, handshake done.
+fn connect_publisher(end: &Endpoint, run: &str) -> Result<TcpStream, String> {
+    match end.protocol {
+        End::Nats => nats::connect(end.addr).map_err(io_error),
+        End::Mqtt { .. } => mqtt::connect(end.addr, &format!("lt-{run}-pub")).map_err(io_error),
+    }
+}
+
 /// The publisher: message `i` is due at `i / rate` after `origin` and carries that time.
 fn send_paced(
     end: &Endpoint,
-    run: &str,
+    stream: TcpStream,
     pace: &Pace,
     size: usize,
     origin: Instant,
@@ -131,7 +159,7 @@ fn send_paced(
     };
     match end.protocol {
         End::Nats => {
-            let mut stream: TcpStream = nats::connect(end.addr).map_err(io_error)?;
+            let mut stream = stream;
             let mut frame = Vec::new();
             nats::publish(&mut frame, end.name, None, &vec![b'x'; size]);
             let at = frame.len() - size - 2;
@@ -144,8 +172,6 @@ fn send_paced(
             nats::sync(&mut stream).map_err(io_error)
         }
         End::Mqtt { qos } => {
-            let client_id = format!("lt-{run}-pub");
-            let stream = mqtt::connect(end.addr, &client_id).map_err(io_error)?;
             let id_len = if qos > 0 { 2 } else { 0 };
             let mut frame = Vec::new();
             mqtt::remaining_length(

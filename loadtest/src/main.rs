@@ -102,12 +102,16 @@ impl ShapeArgs {
 /// A fixed-rate stream.
 #[derive(Args)]
 struct PaceArgs {
-    /// Messages to send.
+    /// Messages to record.
     #[arg(long, default_value_t = 20_000)]
     messages: u64,
     /// Messages per second.
     #[arg(long, default_value_t = 10_000)]
     rate: u64,
+    /// Send at the rate for this long first, without recording (the first few hundred ms
+    /// across cores are slow on VMs that park idle vCPUs).
+    #[arg(long, default_value_t = 500)]
+    warmup_ms: u64,
     /// Payload bytes (at least 8: the intended send time travels in the payload).
     #[arg(long, default_value_t = 16)]
     size: usize,
@@ -120,6 +124,7 @@ impl PaceArgs {
     fn pace(&self) -> Pace {
         Pace {
             messages: self.messages,
+            warmup: self.rate * self.warmup_ms / 1000,
             rate: self.rate,
             size: self.size,
             limit: Duration::from_secs(self.timeout_s),
