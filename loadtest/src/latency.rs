@@ -78,14 +78,8 @@ fn paced(scenario: &'static str, end: Endpoint, pace: &Pace) -> Result<Measureme
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
             let mut count = 0u64;
             let goal = AtomicU64::new(0);
-            let received = pubsub::receive(
-                &mut subscriber,
-                protocol,
-                &goal,
-                total,
-                &watch,
-                &progress,
-                |p| {
+            let received =
+                pubsub::receive(&mut subscriber, protocol, &goal, total, &watch, &progress, |p| {
                     let Some(sent) = p.get(..8) else { return false };
                     let sent_ns = u64::from_le_bytes(sent.try_into().expect("8 bytes"));
                     if sent_ns < recorded_from {
@@ -95,8 +89,7 @@ fn paced(scenario: &'static str, end: Endpoint, pace: &Pace) -> Result<Measureme
                     histogram.saturating_record((now_ns.saturating_sub(sent_ns) / 1000).max(1));
                     count += 1;
                     true
-                },
-            )?;
+                })?;
             Ok((histogram, count, received.qos_max))
         })
     };
