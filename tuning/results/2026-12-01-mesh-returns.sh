@@ -2,11 +2,12 @@
 # A/B of broker binaries, interleaved, a fresh broker (default config: 2 shards here) per run.
 # usage: tuning/results/2026-12-01-mesh-returns.sh ROUNDS "SCENARIO ARGS" /abs/bin1 /abs/bin2 ...
 # Prints rate and the broker's CPU time (utime+stime from /proc) per delivered message.
+# SHARDS=1 runs every broker with one shard (a 1->1 pair then never crosses cores).
 LOADTEST=${LOADTEST:-$PWD/target/release/isthmus-loadtest}
 rounds=$1; shift; args=$1; shift
 for r in $(seq 1 $rounds); do
   for b in "$@"; do
-    d=$(mktemp -d); (cd $d && $b serve > broker.log 2>&1 &); sleep 0.8
+    d=$(mktemp -d); (cd $d && $b serve ${SHARDS:+--shards $SHARDS} > broker.log 2>&1 &); sleep 0.8
     P=$(pgrep -f "^$b serve" | head -1)
     t0=$(awk '{print $14+$15}' /proc/$P/stat)
     out=$($LOADTEST $args 2>&1 | grep '^json:')
