@@ -8,10 +8,6 @@
 //! clears: 1109 ns against 554 ns without a cache at 1M subscriptions
 //! (tuning/results/2026-12-01-trie.md). So a fill that served fewer hits than misses is
 //! followed by [`BYPASS_MISSES`] misses computed without caching, then the cache tries again.
-//!
-//! In front of the map sits the last subject looked up and its result: a publisher sends
-//! runs of one subject, and a hit there costs a compare instead of hashing the subject and
-//! probing the map (`hash_one` plus the map lookup were 5-6 % of an MQTT publisher's shard).
 
 use crate::limits::MATCH_CACHE_ENTRIES_MAX;
 use ahash::AHashMap;
@@ -33,9 +29,6 @@ pub struct MatchCache<R> {
     fill_misses: u64,
     /// Misses still to compute without caching.
     bypass: u32,
-    /// The last subject looked up (a reused buffer) and its result, valid for `generation`.
-    last_subject: Vec<u8>,
-    last: Option<Rc<R>>,
 }
 
 impl<R> Default for MatchCache<R> {
@@ -48,8 +41,6 @@ impl<R> Default for MatchCache<R> {
             fill_hits: 0,
             fill_misses: 0,
             bypass: 0,
-            last_subject: Vec::new(),
-            last: None,
         }
     }
 }
@@ -62,29 +53,11 @@ impl<R> MatchCache<R> {
         subject: &[u8],
         compute: impl FnOnce() -> R,
     ) -> Rc<R> {
-        if generation == self.generation {
-            if let Some(last) = &self.last {
-                if self.last_subject == subject {
-                    self.hits += 1;
-                    self.fill_hits += 1;
-                    return Rc::clone(last);
-                }
-            }
-        } else {
+        if generation != self.generation {
             self.entries.clear();
-            self.last = None;
             self.generation = generation;
             (self.fill_hits, self.fill_misses, self.bypass) = (0, 0, 0);
         }
-        let result = self.lookup(subject, compute);
-        self.last_subject.clear();
-        self.last_subject.extend_from_slice(subject);
-        self.last = Some(Rc::clone(&result));
-        result
-    }
-
-    /// The map behind the last-subject entry.
-    fn lookup(&mut self, subject: &[u8], compute: impl FnOnce() -> R) -> Rc<R> {
         if let Some(result) = self.entries.get(subject) {
             self.hits += 1;
             self.fill_hits += 1;
@@ -176,23 +149,6 @@ mod tests {
         }
         cache.get_or_insert(1, b"fresh", || 1);
         assert_eq!(cache.len(), 1);
-    }
-
-    #[test]
-    fn the_last_subject_is_served_without_the_map_and_follows_the_generation() {
-        let mut cache = MatchCache::default();
-        let mut computed = 0;
-        for subject in [&b"a.b"[..], b"a.b", b"a.c", b"a.b", b"a.b"] {
-            cache.get_or_insert(1, subject, || {
-                computed += 1;
-                subject.len()
-            });
-        }
-        assert_eq!(computed, 2, "a.b and a.c computed once each");
-        assert_eq!(cache.stats(), (3, 2));
-        // A new generation invalidates the last entry too.
-        assert_eq!(*cache.get_or_insert(2, b"a.b", || 99), 99);
-        assert_eq!(*cache.get_or_insert(2, b"a.b", || 0), 99);
     }
 
     #[test]
