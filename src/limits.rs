@@ -43,9 +43,9 @@ pub const SUBJECT_TOKENS_INLINE: usize = 16;
 /// shard asks the allocator to hand freed memory back to the kernel at once (at most once per
 /// sweep, 250 ms). A connection frees several KiB when it goes dormant (its tasks and
 /// buffers); without the release most of it stayed resident until the allocator's purge delay
-/// (10 s) or, in partly used pages, for good: broker RSS per idle MQTT connection 2.2-2.4 KiB
-/// with, 0.8 KiB with (tuning/results/2026-12-01-idle-release.md). Costs: one heap walk of
-/// the shard's thread per release, only after such a wave.
+/// (10 s) or, in partly used pages, for good: broker RSS per idle MQTT connection 2.3-2.5 KiB
+/// without the release, 0.8-0.9 KiB with it (tuning/results/2026-12-01-idle-release.md).
+/// Costs: one heap walk of the shard's thread per release (0.1-2 ms), only after such a wave.
 pub const DORMANT_RELEASE_MIN: u32 = 64;
 
 /// Largest outbound buffer capacity an idle connection keeps; more is released when it drains.
