@@ -539,10 +539,7 @@ fn decode_connack(r: &mut Reader, v5: bool) -> Result<ConnAck, DecodeError> {
 
 fn decode_publish(r: &mut Reader, flags: u8, v5: bool) -> Result<Publish, DecodeError> {
     let qos = QoS::from_bits((flags >> 1) & 0b11).ok_or(DecodeError::QosThree)?;
-    let topic = r.string()?;
-    if topic.iter().any(|&b| b == b'+' || b == b'#') {
-        return Err(DecodeError::TopicWildcard);
-    }
+    let topic = r.topic_name()?;
     let packet_id = if qos == QoS::AtMostOnce { 0 } else { r.packet_id()? };
     let properties: PublishProperties = if v5 { r.properties()? } else { Default::default() };
     if topic.is_empty() && properties.topic_alias.is_none() {
@@ -699,6 +696,27 @@ impl Reader {
         }
         if memchr::memchr(0, &text).is_some() {
             return Err(DecodeError::NullCharacter);
+        }
+        Ok(text)
+    }
+
+    /// A PUBLISH Topic Name: a UTF-8 Encoded String without wildcards [MQTT-3.3.2-2]. One
+    /// pass over the bytes finds the common case (ASCII, no NUL, no `+`/`#`); anything else
+    /// takes the checks in [`Reader::string`]'s order, so the error is the same.
+    fn topic_name(&mut self) -> Result<Bytes, DecodeError> {
+        let text = self.binary()?;
+        let unusual =
+            text.iter().fold(false, |seen, &b| seen | (b == 0 || b == b'+' || b == b'#' || b >= 0x80));
+        if unusual {
+            if std::str::from_utf8(&text).is_err() {
+                return Err(DecodeError::InvalidUtf8);
+            }
+            if memchr::memchr(0, &text).is_some() {
+                return Err(DecodeError::NullCharacter);
+            }
+            if text.iter().any(|&b| b == b'+' || b == b'#') {
+                return Err(DecodeError::TopicWildcard);
+            }
         }
         Ok(text)
     }
@@ -1577,6 +1595,11 @@ mod tests {
             panic!()
         };
         assert_eq!(publish.qos, QoS::ExactlyOnce);
+        // A non-ASCII topic takes the full UTF-8 check and passes it.
+        let Packet::Publish(publish) = canonical(b"\x30\x06\x00\x04\xc3\xa9/x", V3) else {
+            panic!()
+        };
+        assert_eq!(&publish.topic[..], "é/x".as_bytes());
     }
 
     #[test]
@@ -1591,6 +1614,10 @@ mod tests {
         assert_eq!(error(b"\x30\x04\x00\x02\xc3\x28", V3), DecodeError::InvalidUtf8);
         assert_eq!(error(b"\x30\x05\x00\x03\xed\xa0\x80", V3), DecodeError::InvalidUtf8);
         assert_eq!(error(b"\x30\x04\x00\x02a\x00", V3), DecodeError::NullCharacter);
+        // Several faults: the string's own checks come before the wildcard one.
+        assert_eq!(error(b"\x30\x05\x00\x03+\xc3\x28", V3), DecodeError::InvalidUtf8);
+        assert_eq!(error(b"\x30\x04\x00\x02#\x00", V3), DecodeError::NullCharacter);
+        assert_eq!(error(b"\x30\x05\x00\x03\xc3\xa9#", V3), DecodeError::TopicWildcard);
         assert_eq!(error(b"\x30\x03\x00\x02a", V3), DecodeError::Truncated);
         // Subscription Identifier 0; a property PUBLISH does not allow.
         assert_eq!(error(b"\x30\x06\x00\x01a\x02\x0b\x00", V5), DecodeError::InvalidPropertyValue);
