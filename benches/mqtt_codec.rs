@@ -95,7 +95,8 @@ fn publish_stream(count: usize, version: Version, properties: PublishProperties)
         topic: Bytes::from_static(TOPIC),
         packet_id: 7,
         payload: Bytes::from_static(&[b'x'; 16]),
-        properties,
+        topic_alias: None,
+        properties: (properties != PublishProperties::default()).then(|| Box::new(properties)),
     });
     for _ in 0..count {
         codec::encode(&packet, version, &mut out);

@@ -452,11 +452,12 @@ fn steady_state_nats_to_mqtt5_allocates_nothing_per_message() {
         topic: "alloc/nats".into(),
         packet_id: 0,
         payload: PAYLOAD[..].into(),
-        properties: PublishProperties {
+        topic_alias: None,
+        properties: Some(Box::new(PublishProperties {
             user_properties: vec![("unit".into(), "C".into())],
             subscription_identifiers: vec![7],
             ..Default::default()
-        },
+        })),
     };
     let mut expected_bytes = BytesMut::new();
     encode(&Packet::Publish(expected), Version::V5_0, &mut expected_bytes);

@@ -109,11 +109,11 @@ async fn v5_topic_alias_zero_or_over_the_maximum_is_invalid() {
             let (mut raw, _) = v5_client(&broker, "alias").await;
             // A valid alias first, so the connection demonstrably accepts aliases.
             let mut publish = publish_packet("alias/ok", QoS::AtLeastOnce, 1, b"x");
-            publish.properties.topic_alias = Some(1);
+            publish.topic_alias = Some(1);
             raw.send(&Packet::Publish(publish)).await;
             assert!(matches!(raw.expect_packet(PACKET_TIMEOUT).await, Packet::PubAck(_)));
             let mut publish = publish_packet("alias/bad", QoS::AtMostOnce, 0, b"x");
-            publish.properties.topic_alias = Some(alias);
+            publish.topic_alias = Some(alias);
             raw.send(&Packet::Publish(publish)).await;
             let mosquitto = if alias == 0 { Mosquitto::Reason(0x81) } else { Mosquitto::Same };
             expect_v5_close(&mut raw, &broker, 0x94, mosquitto).await;
@@ -122,7 +122,7 @@ async fn v5_topic_alias_zero_or_over_the_maximum_is_invalid() {
         // the contract does not say, mosquitto does this).
         let (mut raw, _) = v5_client(&broker, "alias-unset").await;
         let mut publish = publish_packet("", QoS::AtMostOnce, 0, b"x");
-        publish.properties.topic_alias = Some(2);
+        publish.topic_alias = Some(2);
         raw.send(&Packet::Publish(publish)).await;
         expect_v5_close(&mut raw, &broker, 0x82, Mosquitto::Same).await;
         assert_mqtt_healthy(&broker).await;

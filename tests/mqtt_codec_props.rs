@@ -280,6 +280,10 @@ fn publish(version: Version) -> impl Strategy<Value = Packet> {
             // 5.0: a Topic Alias may stand for the whole topic.
             let topic =
                 if v5 && properties.topic_alias.is_some() && dup { Bytes::new() } else { topic };
+            // The decoder's form: the alias on the packet, the rest boxed when there is any.
+            let mut properties = properties;
+            let topic_alias = if v5 { properties.topic_alias.take() } else { None };
+            let boxed = v5 && properties != PublishProperties::default();
             Packet::Publish(Publish {
                 dup: dup && !at_most_once,
                 qos,
@@ -287,7 +291,8 @@ fn publish(version: Version) -> impl Strategy<Value = Packet> {
                 topic,
                 packet_id: if at_most_once { 0 } else { id },
                 payload,
-                properties: if v5 { properties } else { PublishProperties::default() },
+                topic_alias,
+                properties: boxed.then(|| Box::new(properties)),
             })
         })
 }
@@ -506,7 +511,10 @@ proptest! {
             retain: p.retain,
             packet_id: p.packet_id,
         };
-        codec::encode_publish(&mut parts, version, header, &p.topic, &p.properties, &p.payload);
+        // encode_publish takes the whole set, the alias inside it.
+        let mut properties = p.properties.as_deref().cloned().unwrap_or_default();
+        properties.topic_alias = p.topic_alias;
+        codec::encode_publish(&mut parts, version, header, &p.topic, &properties, &p.payload);
         prop_assert_eq!(parts, whole);
     }
 

@@ -385,10 +385,10 @@ async fn topic_alias_set_then_used_alone() {
             RawMqtt::connect_as(&addr, Version::V5_0, &unique_id("alias-pub"), true).await;
         assert!(connack.properties.topic_alias_maximum.unwrap_or(0) >= 1);
         let mut set = publish_packet(&topic, QoS::AtMostOnce, 0, b"set");
-        set.properties.topic_alias = Some(1);
+        set.topic_alias = Some(1);
         publisher.send(&Packet::Publish(set)).await;
         let mut used = publish_packet("", QoS::AtLeastOnce, 1, b"used");
-        used.properties.topic_alias = Some(1);
+        used.topic_alias = Some(1);
         publisher.send(&Packet::Publish(used)).await;
         assert!(matches!(publisher.expect_packet(PACKET_TIMEOUT).await, Packet::PubAck(_)));
         for payload in [&b"set"[..], b"used"] {
@@ -461,7 +461,7 @@ async fn message_expiry_while_queued() {
             RawMqtt::connect_as(&addr, Version::V5_0, &unique_id("expiry-pub"), true).await;
         for (payload, expiry) in [("short", 1), ("long", 100)] {
             let mut publish = publish_packet(&topic, QoS::AtLeastOnce, 1, payload.as_bytes());
-            publish.properties.message_expiry_interval = Some(expiry);
+            publish.properties.get_or_insert_default().message_expiry_interval = Some(expiry);
             publisher.send(&Packet::Publish(publish)).await;
             assert!(matches!(publisher.expect_packet(PACKET_TIMEOUT).await, Packet::PubAck(_)));
         }
@@ -470,7 +470,11 @@ async fn message_expiry_while_queued() {
         assert!(connack.session_present);
         let got = sub.expect_publish(PACKET_TIMEOUT).await;
         assert_eq!(got.payload.as_ref(), b"long", "the expired message was sent");
-        let left = got.properties.message_expiry_interval.expect("expiry passed through");
+        let left = got
+            .properties
+            .as_ref()
+            .and_then(|p| p.message_expiry_interval)
+            .expect("expiry passed through");
         assert!((90..100).contains(&left), "expiry not decremented by the 2 s held: {left}");
         sub.send(&Packet::PubAck(ack(got.packet_id))).await;
         sub.expect_nothing(QUIET).await;

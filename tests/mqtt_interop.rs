@@ -172,7 +172,7 @@ async fn user_properties_become_headers_and_headers_become_user_properties() {
             RawMqtt::connect_as(&addr, Version::V5_0, &unique_id("props"), true).await;
         sync_nats_with_mqtt(&nats, &mut mqtt).await;
         let mut publish = publish_packet("h/t", QoS::AtLeastOnce, 1, b"with props");
-        publish.properties.user_properties = vec![
+        publish.properties.get_or_insert_default().user_properties = vec![
             (Bytes::from_static(b"k1"), Bytes::from_static(b"v1")),
             (Bytes::from_static(b"k2"), Bytes::from_static(b"v2")),
         ];
@@ -194,6 +194,7 @@ async fn user_properties_become_headers_and_headers_become_user_properties() {
         assert_eq!(got.payload.as_ref(), b"from nats");
         let properties: Vec<(String, String)> = got
             .properties
+            .unwrap_or_default()
             .user_properties
             .iter()
             .map(|(k, v)| {
@@ -280,8 +281,10 @@ async fn mqtt5_request_is_answered_from_nats_with_correlation_data() {
         requester.subscribe("r/x", QoS::AtLeastOnce).await;
         sync_nats_with_mqtt(&nats, &mut requester).await;
         let mut request = publish_packet("svc/mqtt", QoS::AtMostOnce, 0, b"ping");
-        request.properties.response_topic = Some(Bytes::from_static(b"r/x"));
-        request.properties.correlation_data = Some(Bytes::from_static(b"corr-1"));
+        request.properties.get_or_insert_default().response_topic =
+            Some(Bytes::from_static(b"r/x"));
+        request.properties.get_or_insert_default().correlation_data =
+            Some(Bytes::from_static(b"corr-1"));
         requester.send(&Packet::Publish(request)).await;
 
         let msg = next_nats(&mut service).await;
@@ -293,7 +296,10 @@ async fn mqtt5_request_is_answered_from_nats_with_correlation_data() {
         let response = requester.expect_publish(RECV).await;
         assert_eq!(response.topic.as_ref(), b"r/x");
         assert_eq!(response.payload.as_ref(), b"pong");
-        assert_eq!(response.properties.correlation_data.as_deref(), Some(&b"corr-1"[..]));
+        assert_eq!(
+            response.properties.as_ref().and_then(|p| p.correlation_data.as_deref()),
+            Some(&b"corr-1"[..])
+        );
     })
     .await;
 }
@@ -313,11 +319,16 @@ async fn nats_request_is_answered_by_an_mqtt5_responder() {
         });
         let request = responder.expect_publish(RECV).await;
         assert_eq!(request.payload.as_ref(), b"question");
-        let topic = request.properties.response_topic.expect("NATS request has a Response Topic");
+        let topic = request
+            .properties
+            .as_ref()
+            .and_then(|p| p.response_topic.clone())
+            .expect("NATS request has a Response Topic");
         assert!(topic.starts_with(b"_INBOX/"), "Response Topic {topic:?}");
         let mut answer =
             publish_packet(std::str::from_utf8(&topic).unwrap(), QoS::AtMostOnce, 0, b"answer");
-        answer.properties.correlation_data = request.properties.correlation_data.clone();
+        answer.properties.get_or_insert_default().correlation_data =
+            request.properties.as_ref().and_then(|p| p.correlation_data.clone());
         responder.send(&Packet::Publish(answer)).await;
         let reply = tokio::time::timeout(RECV, asking)
             .await

@@ -312,7 +312,7 @@ async fn v5_no_local_and_subscription_identifier() {
         other.publish(&topic, QoS::AtMostOnce, b"theirs").await;
         let got = client.expect_publish(PACKET_TIMEOUT).await;
         assert_eq!(got.payload.as_ref(), b"theirs");
-        assert_eq!(got.properties.subscription_identifiers, vec![42]);
+        assert_eq!(got.properties.expect("properties").subscription_identifiers, vec![42]);
     })
     .await;
 }

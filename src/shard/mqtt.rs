@@ -884,13 +884,13 @@ fn on_publish(
     publish: Publish,
 ) -> Result<Option<Exit>, Box<PublishWait>> {
     let version = state.version;
-    let Publish { qos, retain, topic, packet_id, payload, properties, .. } = publish;
-    if !properties.subscription_identifiers.is_empty() {
+    let Publish { qos, retain, topic, packet_id, payload, topic_alias, properties, .. } = publish;
+    if properties.as_ref().is_some_and(|p| !p.subscription_identifiers.is_empty()) {
         let why = "subscription identifier in a client PUBLISH [MQTT-3.3.4-6]";
         fail(shard, slot, version, ReasonCode::PROTOCOL_ERROR, why);
         return Ok(Some(Exit::Unclean));
     }
-    let topic = match properties.topic_alias {
+    let topic = match topic_alias {
         Some(alias) => {
             let index = usize::from(alias) - 1;
             if alias > shard.config.mqtt.topic_alias_maximum {
@@ -973,14 +973,17 @@ fn on_publish(
         qos_bits,
         retain,
         payload,
-        MessageProperties {
-            payload_format_indicator: properties.payload_format_indicator,
-            message_expiry_interval: properties.message_expiry_interval,
-            content_type: properties.content_type,
-            response_topic: properties.response_topic,
-            correlation_data: properties.correlation_data,
-            user_properties: properties.user_properties,
-        },
+        properties.map(|p| {
+            let p = *p;
+            MessageProperties {
+                payload_format_indicator: p.payload_format_indicator,
+                message_expiry_interval: p.message_expiry_interval,
+                content_type: p.content_type,
+                response_topic: p.response_topic,
+                correlation_data: p.correlation_data,
+                user_properties: p.user_properties,
+            }
+        }),
     );
     if retain {
         shard.mqtt_retain(&message);
@@ -1065,8 +1068,13 @@ fn mqtt_message(
     qos: u8,
     retain: bool,
     payload: Bytes,
-    p: MessageProperties,
+    p: Option<MessageProperties>,
 ) -> Message {
+    let Some(p) = p else {
+        let (headers, _skipped) = interop::nats_headers(qos, &[]);
+        let meta = Meta { from_mqtt: true, qos, retain, topic, properties: None };
+        return Message { subject, reply: Bytes::new(), headers, payload, meta };
+    };
     let (headers, _skipped) = interop::nats_headers(qos, &p.user_properties);
     let reply = match &p.response_topic {
         Some(response) => match subject::mqtt_topic_to_subject(response) {
@@ -1455,14 +1463,14 @@ impl Shard {
             will.qos as u8,
             will.retain,
             will.payload.clone(),
-            MessageProperties {
+            Some(MessageProperties {
                 payload_format_indicator: p.payload_format_indicator,
                 message_expiry_interval: p.message_expiry_interval,
                 content_type: p.content_type.clone(),
                 response_topic: p.response_topic.clone(),
                 correlation_data: p.correlation_data.clone(),
                 user_properties: p.user_properties.clone(),
-            },
+            }),
         );
         ShardStats::add(&self.stats.mqtt_wills_published, 1);
         if will.retain {

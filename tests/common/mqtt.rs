@@ -51,7 +51,8 @@ pub fn publish_packet(topic: &str, qos: QoS, packet_id: u16, payload: &[u8]) -> 
         topic: Bytes::copy_from_slice(topic.as_bytes()),
         packet_id: if qos == QoS::AtMostOnce { 0 } else { packet_id },
         payload: Bytes::copy_from_slice(payload),
-        properties: PublishProperties::default(),
+        topic_alias: None,
+        properties: None,
     }
 }
 

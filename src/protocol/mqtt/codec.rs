@@ -541,8 +541,14 @@ fn decode_publish(r: &mut Reader, flags: u8, v5: bool) -> Result<Publish, Decode
     let qos = QoS::from_bits((flags >> 1) & 0b11).ok_or(DecodeError::QosThree)?;
     let topic = r.topic_name()?;
     let packet_id = if qos == QoS::AtMostOnce { 0 } else { r.packet_id()? };
-    let properties: PublishProperties = if v5 { r.properties()? } else { Default::default() };
-    if topic.is_empty() && properties.topic_alias.is_none() {
+    let (topic_alias, properties) = if v5 {
+        let mut properties: PublishProperties = r.properties()?;
+        let alias = properties.topic_alias.take();
+        (alias, (properties != PublishProperties::default()).then(|| Box::new(properties)))
+    } else {
+        (None, None)
+    };
+    if topic.is_empty() && topic_alias.is_none() {
         return Err(DecodeError::EmptyTopic);
     }
     Ok(Publish {
@@ -552,6 +558,7 @@ fn decode_publish(r: &mut Reader, flags: u8, v5: bool) -> Result<Publish, Decode
         topic,
         packet_id,
         payload: r.rest(),
+        topic_alias,
         properties,
     })
 }
@@ -705,8 +712,9 @@ impl Reader {
     /// takes the checks in [`Reader::string`]'s order, so the error is the same.
     fn topic_name(&mut self) -> Result<Bytes, DecodeError> {
         let text = self.binary()?;
-        let unusual =
-            text.iter().fold(false, |seen, &b| seen | (b == 0 || b == b'+' || b == b'#' || b >= 0x80));
+        let unusual = text
+            .iter()
+            .fold(false, |seen, &b| seen | (b == 0 || b == b'+' || b == b'#' || b >= 0x80));
         if unusual {
             if std::str::from_utf8(&text).is_err() {
                 return Err(DecodeError::InvalidUtf8);
@@ -1051,7 +1059,9 @@ fn write_body<S: Sink>(packet: &Packet, version: Version, s: &mut S) {
             }
         }
         Packet::Publish(p) => {
-            write_publish(s, v5, &p.topic, p.qos, p.packet_id, &p.properties, &p.payload)
+            let properties =
+                WithAlias { properties: p.properties.as_deref(), alias: p.topic_alias };
+            write_publish(s, v5, &p.topic, p.qos, p.packet_id, &properties, &p.payload)
         }
         Packet::PubAck(ack) | Packet::PubRec(ack) | Packet::PubRel(ack) | Packet::PubComp(ack) => {
             put_u16(s, ack.packet_id);
@@ -1208,13 +1218,13 @@ fn put_string<S: Sink>(s: &mut S, text: &[u8]) {
     put_binary(s, text);
 }
 
-fn write_publish<S: Sink>(
+fn write_publish<S: Sink, P: WriteProperties>(
     s: &mut S,
     v5: bool,
     topic: &[u8],
     qos: QoS,
     packet_id: u16,
-    properties: &PublishProperties,
+    properties: &P,
     payload: &[u8],
 ) {
     put_string(s, topic);
@@ -1336,17 +1346,34 @@ impl WriteProperties for ConnAckProperties {
 
 impl WriteProperties for PublishProperties {
     fn write<S: Sink>(&self, s: &mut S) {
-        property_u8(s, PAYLOAD_FORMAT_INDICATOR, self.payload_format_indicator);
-        property_u32(s, MESSAGE_EXPIRY_INTERVAL, self.message_expiry_interval);
-        property_string(s, CONTENT_TYPE, &self.content_type);
-        property_string(s, RESPONSE_TOPIC, &self.response_topic);
-        property_binary(s, CORRELATION_DATA, &self.correlation_data);
-        for &id in &self.subscription_identifiers {
+        WithAlias { properties: Some(self), alias: None }.write(s);
+    }
+}
+
+/// A [`Publish`]'s properties as written: its own Topic Alias, else the boxed set's.
+struct WithAlias<'a> {
+    properties: Option<&'a PublishProperties>,
+    alias: Option<u16>,
+}
+
+impl WriteProperties for WithAlias<'_> {
+    fn write<S: Sink>(&self, s: &mut S) {
+        let alias = self.alias.or(self.properties.and_then(|p| p.topic_alias));
+        let Some(p) = self.properties else {
+            property_u16(s, TOPIC_ALIAS, alias);
+            return;
+        };
+        property_u8(s, PAYLOAD_FORMAT_INDICATOR, p.payload_format_indicator);
+        property_u32(s, MESSAGE_EXPIRY_INTERVAL, p.message_expiry_interval);
+        property_string(s, CONTENT_TYPE, &p.content_type);
+        property_string(s, RESPONSE_TOPIC, &p.response_topic);
+        property_binary(s, CORRELATION_DATA, &p.correlation_data);
+        for &id in &p.subscription_identifiers {
             put_varint(s, SUBSCRIPTION_IDENTIFIER);
             put_varint(s, id);
         }
-        property_u16(s, TOPIC_ALIAS, self.topic_alias);
-        property_users(s, &self.user_properties);
+        property_u16(s, TOPIC_ALIAS, alias);
+        property_users(s, &p.user_properties);
     }
 }
 
@@ -1640,14 +1667,15 @@ mod tests {
                       \x26\x00\x01k\x00\x01v\x26\x00\x01k\x00\x01w\
                       hi";
         let Packet::Publish(publish) = canonical(bytes, V5) else { panic!() };
-        let properties = &publish.properties;
+        let properties = publish.properties.as_deref().expect("properties");
         assert_eq!(properties.payload_format_indicator, Some(1));
         assert_eq!(properties.message_expiry_interval, Some(60));
         assert_eq!(properties.content_type, Some(b("j")));
         assert_eq!(properties.response_topic, Some(b("r")));
         assert_eq!(properties.correlation_data, Some(Bytes::from_static(b"\x01\x02")));
         assert_eq!(properties.subscription_identifiers, vec![1, 128]);
-        assert_eq!(properties.topic_alias, Some(5));
+        // The alias is the packet's own field, never in the boxed set.
+        assert_eq!((publish.topic_alias, properties.topic_alias), (Some(5), None));
         assert_eq!(properties.user_properties, vec![user("k", "v"), user("k", "w")]);
         assert_eq!((&publish.payload[..], publish.packet_id), (&b"hi"[..], 7));
         // An empty topic with a Topic Alias is fine in 5.0.
@@ -1655,6 +1683,8 @@ mod tests {
             panic!()
         };
         assert!(publish.topic.is_empty() && publish.payload.is_empty());
+        // Only an alias: nothing boxed.
+        assert_eq!((publish.topic_alias, publish.properties), (Some(5), None));
         // Any single-occurrence property twice is a Protocol Error.
         let twice = b"\x30\x0a\x00\x01a\x06\x03\x00\x00\x03\x00\x00";
         assert_eq!(error(twice, V5), DecodeError::DuplicateProperty);
@@ -1885,7 +1915,7 @@ mod tests {
         assert_eq!(connect.properties.session_expiry_interval, Some(30));
         assert_eq!(connect.properties.receive_maximum, Some(10));
         assert_eq!((publish.qos, publish.packet_id), (QoS::ExactlyOnce, 1));
-        let properties = &publish.properties;
+        let properties = publish.properties.as_deref().expect("properties");
         assert_eq!(properties.message_expiry_interval, Some(60));
         assert_eq!(properties.user_properties, vec![user("k", "v"), user("k", "w")]);
         assert_eq!(properties.content_type, Some(b("text/plain")));
