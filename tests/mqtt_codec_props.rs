@@ -407,9 +407,9 @@ fn disconnect(version: Version) -> impl Strategy<Value = Packet> {
         });
     (reason(DISCONNECT_REASONS), properties).prop_map(move |(reason_code, properties)| {
         if !v5 {
-            return Packet::Disconnect(Disconnect::normal());
+            return Packet::Disconnect(Box::new(Disconnect::normal()));
         }
-        Packet::Disconnect(Disconnect { reason_code, properties })
+        Packet::Disconnect(Box::new(Disconnect { reason_code, properties }))
     })
 }
 
@@ -422,8 +422,9 @@ fn auth() -> impl Strategy<Value = Packet> {
                 reason_string,
                 user_properties: users,
             });
-    (reason(&[0x00, 0x18, 0x19]), properties)
-        .prop_map(|(reason_code, properties)| Packet::Auth(Auth { reason_code, properties }))
+    (reason(&[0x00, 0x18, 0x19]), properties).prop_map(|(reason_code, properties)| {
+        Packet::Auth(Box::new(Auth { reason_code, properties }))
+    })
 }
 
 fn packet(version: Version) -> BoxedStrategy<Packet> {

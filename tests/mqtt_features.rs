@@ -176,10 +176,10 @@ async fn will_is_published_on_abrupt_close_and_0x04_but_not_on_normal_disconnect
         assert_eq!(will.payload.as_ref(), b"abrupt", "normal DISCONNECT published its will");
         // 5.0 DISCONNECT 0x04: will.
         let (mut raw, _) = RawMqtt::handshake(&addr, with_will(Version::V5_0, "asked")).await;
-        raw.send(&Packet::Disconnect(Disconnect {
+        raw.send(&Packet::Disconnect(Box::new(Disconnect {
             reason_code: ReasonCode::DISCONNECT_WITH_WILL_MESSAGE,
             properties: DisconnectProperties::default(),
-        }))
+        })))
         .await;
         let will = watcher.expect_publish(PACKET_TIMEOUT).await;
         assert_eq!(will.payload.as_ref(), b"asked");

@@ -745,7 +745,9 @@ fn disconnect(shard: &Shard, slot: u32, version: Version, code: ReasonCode, why:
             ..Default::default()
         };
         let disconnect = Disconnect { reason_code: code, properties };
-        shard.send(slot, |out| codec::encode(&Packet::Disconnect(disconnect), version, out));
+        shard.send(slot, |out| {
+            codec::encode(&Packet::Disconnect(Box::new(disconnect)), version, out)
+        });
     }
     shard.close(slot);
 }

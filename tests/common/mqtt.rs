@@ -277,7 +277,7 @@ impl RawMqtt {
                     ReasonCode(reason),
                     "DISCONNECT reason code (want 0x{reason:02x}); packets: {packets:?}"
                 );
-                disconnect.clone()
+                (**disconnect).clone()
             }
             _ => panic!("expected DISCONNECT 0x{reason:02x} then close, got {packets:?}"),
         }
@@ -322,7 +322,7 @@ impl RawMqtt {
 
     /// Sends DISCONNECT 0x00 and waits for the broker to close.
     pub async fn disconnect(mut self) {
-        self.send(&Packet::Disconnect(Disconnect::normal())).await;
+        self.send(&Packet::Disconnect(Box::new(Disconnect::normal()))).await;
         let _ = tokio::time::timeout(PACKET_TIMEOUT, self.stream.read_buf(&mut self.buf)).await;
     }
 }

@@ -456,17 +456,17 @@ fn decode_body(
         }
         12 => Packet::PingReq,
         13 => Packet::PingResp,
-        14 if !v5 => Packet::Disconnect(Disconnect::normal()),
+        14 if !v5 => Packet::Disconnect(Box::new(Disconnect::normal())),
         14 => {
             let reason_code = r.optional_reason(DISCONNECT_REASONS)?;
             let properties = r.optional_properties()?;
-            Packet::Disconnect(Disconnect { reason_code, properties })
+            Packet::Disconnect(Box::new(Disconnect { reason_code, properties }))
         }
         _ => {
             debug_assert_eq!(packet_type, 15);
             let reason_code = r.optional_reason(AUTH_REASONS)?;
             let properties = r.optional_properties()?;
-            Packet::Auth(Auth { reason_code, properties })
+            Packet::Auth(Box::new(Auth { reason_code, properties }))
         }
     };
     r.finish()?;
@@ -1807,7 +1807,8 @@ mod tests {
         for version in [V3, V5] {
             assert_eq!(canonical(b"\xc0\x00", version), Packet::PingReq);
             assert_eq!(canonical(b"\xd0\x00", version), Packet::PingResp);
-            assert_eq!(canonical(b"\xe0\x00", version), Packet::Disconnect(Disconnect::normal()));
+            let normal = Packet::Disconnect(Box::new(Disconnect::normal()));
+            assert_eq!(canonical(b"\xe0\x00", version), normal);
             assert_eq!(error(b"\xc0\x01\x00", version), DecodeError::TrailingBytes);
             assert_eq!(error(b"\xc1", version), DecodeError::ReservedFlags);
             assert_eq!(error(b"\x00", version), DecodeError::ReservedPacketType);
@@ -1923,7 +1924,7 @@ mod tests {
         assert_eq!(properties.correlation_data, Some(b("abc")));
         assert_eq!(properties.payload_format_indicator, Some(1));
         assert_eq!((pubrel.packet_id, pubrel.reason_code), (1, ReasonCode::SUCCESS));
-        assert_eq!(*disconnect, Disconnect::normal());
+        assert_eq!(**disconnect, Disconnect::normal());
     }
 
     #[test]

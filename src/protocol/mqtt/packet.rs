@@ -145,10 +145,11 @@ pub enum Packet {
     PingReq,
     /// PINGRESP.
     PingResp,
-    /// DISCONNECT; in 3.1.1 client to server only, with no body.
-    Disconnect(Disconnect),
-    /// AUTH, 5.0 only.
-    Auth(Auth),
+    /// DISCONNECT; in 3.1.1 client to server only, with no body. Boxed: sent once per
+    /// connection, and inline it would make every packet value 104 bytes.
+    Disconnect(Box<Disconnect>),
+    /// AUTH, 5.0 only. Boxed: rare, and 128 bytes inline.
+    Auth(Box<Auth>),
 }
 
 impl Packet {
