@@ -143,18 +143,48 @@ impl MeshState {
 
     /// Appends an operation for `target`; a full outbox is staged at once.
     pub fn push(&self, target: usize, op: MeshOp) {
+        self.push_with(target, || op);
+    }
+
+    /// Appends the delivery of `message` to `target`. Inlined, with room made before the
+    /// envelope exists, so the compiler can build it in the outbox: a message is otherwise
+    /// copied once more per call it passes through, and those stores are what the reader's
+    /// next atomic reference count operation waits for.
+    #[inline(always)]
+    pub fn push_deliver(
+        &self,
+        target: usize,
+        message: Message,
+        plain: bool,
+        queues: SmallVec<[Bytes; 1]>,
+    ) {
+        self.push_with(target, || MeshOp::Deliver(Envelope { message, plain, queues, hops: 0 }));
+    }
+
+    #[inline(always)]
+    fn push_with(&self, target: usize, op: impl FnOnce() -> MeshOp) {
         debug_assert_ne!(target, self.me);
         let full = {
             let mut outbox = self.outbox.borrow_mut();
             let ops = &mut outbox[target];
-            if ops.capacity() == 0 {
-                *ops = self.pool.borrow_mut().pop().unwrap_or_else(|| Vec::with_capacity(64));
+            if ops.capacity() == ops.len() {
+                self.make_room(ops);
             }
-            ops.push(op);
+            ops.push(op());
             ops.len() >= MESH_BATCH_OPS_MAX
         };
         if full {
             self.stage(target);
+        }
+    }
+
+    /// Gives an empty outbox a pooled vector, or grows a full one.
+    #[cold]
+    fn make_room(&self, ops: &mut Vec<MeshOp>) {
+        if ops.capacity() == 0 {
+            *ops = self.pool.borrow_mut().pop().unwrap_or_else(|| Vec::with_capacity(64));
+        } else {
+            ops.reserve(1);
         }
     }
 

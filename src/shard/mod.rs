@@ -619,6 +619,7 @@ impl Shard {
 
     /// Routes a message published by local connection `origin`. Unless `synced`, returns
     /// without routing when it should wait for other shards first (see [`Routed`]).
+    #[inline]
     pub fn publish(&self, origin: u32, message: Message, synced: bool) -> Routed {
         if !synced && self.peer_interest_in_flight() {
             return Routed::AwaitInterest(message);
@@ -699,12 +700,10 @@ impl Shard {
             let (plain, queues) = duties(target);
             ShardStats::add(&self.stats.mesh_msgs_out, 1);
             if targets == 0 {
-                let envelope = Envelope { message, plain, queues, hops: 0 };
-                self.mesh.push(target, MeshOp::Deliver(envelope));
+                self.mesh.push_deliver(target, message, plain, queues);
                 return;
             }
-            let envelope = Envelope { message: message.clone(), plain, queues, hops: 0 };
-            self.mesh.push(target, MeshOp::Deliver(envelope));
+            self.mesh.push_deliver(target, message.clone(), plain, queues);
         }
     }
 
