@@ -215,7 +215,7 @@ async fn run_shard(
 ) {
     let mut listeners = Vec::new();
     for addr in [shard.identity.nats_addr, shard.identity.mqtt_addr] {
-        match glommio::net::TcpListener::bind(addr) {
+        match listen(addr) {
             Ok(listener) => listeners.push(listener),
             Err(error) => {
                 let _ = ready.send(Err(format!("cannot listen on {addr}: {error}")));
@@ -227,7 +227,7 @@ async fn run_shard(
     let listener = listeners.pop().expect("two listeners");
     let mqtt_tls_listener = match shard.identity.mqtt_tls_addr {
         None => None,
-        Some(addr) => match glommio::net::TcpListener::bind(addr) {
+        Some(addr) => match listen(addr) {
             Ok(listener) => Some(listener),
             Err(error) => {
                 let _ = ready.send(Err(format!("cannot listen on {addr}: {error}")));
@@ -382,6 +382,24 @@ fn reserve_port(addr: SocketAddr) -> Result<(SocketAddr, socket2::Socket), Strin
     probe.set_reuse_port(true).map_err(failed)?;
     let bound = probe.local_addr().map_err(failed)?.as_socket().ok_or("not an IP address")?;
     Ok((bound, probe))
+}
+
+/// A shard's listener on `addr`: SO_REUSEPORT (every shard binds the address, the kernel
+/// spreads connections) and SO_REUSEADDR, which glommio's `TcpListener::bind` leaves out.
+/// Accepted sockets inherit it, and without it the TIME_WAIT sockets a stopped broker leaves
+/// behind kept a restarted one off its ports for a minute (tests/cli.rs). Backlog 1024, as
+/// glommio's.
+#[allow(unsafe_code)]
+fn listen(addr: SocketAddr) -> std::io::Result<glommio::net::TcpListener> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    // SAFETY: the descriptor is a bound, listening TCP socket that nothing else owns.
+    Ok(unsafe { glommio::net::TcpListener::from_raw_fd(socket.into_raw_fd()) })
 }
 
 /// The CPUs this process may run on (`taskset`, cgroup cpusets), in order: shard `i` is pinned

@@ -96,6 +96,61 @@ fn ready_line_then_sigterm_exits_zero() {
     assert!(std::net::TcpStream::connect(&mqtt).is_err(), "MQTT still accepting after exit");
 }
 
+/// Reads the `ready` line's NATS and MQTT addresses.
+fn ready_addrs(line: &str) -> (String, String) {
+    let field = |key: &str| {
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(key))
+            .unwrap_or_else(|| panic!("{key} in {line:?}"))
+            .to_string()
+    };
+    (field("nats="), field("mqtt="))
+}
+
+/// A broker restarted at once on the ports it had, while the connections it closed are in
+/// TIME_WAIT (what `systemctl restart` does to a busy broker), must get its ports back.
+#[test]
+fn restart_on_the_same_ports_with_connections_in_time_wait() {
+    let serve = |nats: &str, mqtt: &str| {
+        let mut command = isthmus();
+        command.args(["serve", "--shards", "2", "--nats-listen", nats, "--mqtt-listen", mqtt]);
+        command.stderr(Stdio::piped());
+        command
+    };
+    let (mut first, line) = spawn_ready(&mut serve("127.0.0.1:0", "127.0.0.1:0"));
+    let (nats, mqtt) = ready_addrs(&line);
+    // Accepted connections: the NATS INFO line, the MQTT CONNACK.
+    let mut nats_client = std::net::TcpStream::connect(&nats).unwrap();
+    let mut info = String::new();
+    BufReader::new(nats_client.try_clone().unwrap()).read_line(&mut info).unwrap();
+    assert!(info.starts_with("INFO "), "{info:?}");
+    let mut mqtt_client = std::net::TcpStream::connect(&mqtt).unwrap();
+    use std::io::{Read, Write};
+    mqtt_client.write_all(b"\x10\x0d\x00\x04MQTT\x04\x02\x00\x3c\x00\x01a").unwrap();
+    let mut connack = [0u8; 4];
+    mqtt_client.read_exact(&mut connack).unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0]);
+    // The broker goes first (its side then ends in TIME_WAIT once the clients close too).
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let _ = nats_client.write_all(b"PING\r\n");
+    drop(nats_client);
+    drop(mqtt_client);
+    std::thread::sleep(Duration::from_millis(100));
+    let (mut second, line) = spawn_ready(&mut serve(&nats, &mqtt));
+    let stderr = if line.is_empty() {
+        let mut text = String::new();
+        let _ = second.stderr.take().unwrap().read_to_string(&mut text);
+        text
+    } else {
+        String::new()
+    };
+    let _ = second.kill();
+    let _ = second.wait();
+    assert!(!line.is_empty(), "restart on the same ports failed: {stderr}");
+    assert_eq!(ready_addrs(&line), (nats, mqtt));
+}
+
 #[test]
 fn mqtt_listen_from_the_config_file() {
     let path = std::env::temp_dir().join(format!("isthmus-mqtt-{}.toml", std::process::id()));
