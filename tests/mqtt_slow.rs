@@ -1,12 +1,14 @@
 //! Slow MQTT subscribers must cost only themselves: QoS 0 deliveries over
 //! `max_pending_bytes` and QoS 1 deliveries over `max_queued_messages` are dropped and
-//! counted, while the publisher and a fast subscriber of the same topic carry on.
+//! counted, while the publisher and a fast subscriber of the same topic carry on. A NATS
+//! subscriber that is behind slows an MQTT publisher down instead (as it does NATS ones).
 //!
 //! The broker runs in this process so its counters can be read (isthmus only).
 
 mod common;
 
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 
 use bytes::BytesMut;
 use common::mqtt::*;
@@ -162,4 +164,78 @@ async fn qos1_to_a_subscriber_that_never_acknowledges_is_dropped_past_the_queue(
     })
     .await;
     running.stop();
+}
+
+/// An MQTT publisher on the shard of a NATS subscriber that is behind waits for it, as NATS
+/// publishers do (up to the stall budget per read burst), instead of pushing it past
+/// max_pending and getting it cut as a slow consumer. Seen in `isthmus-loadtest mqtt-to-nats`:
+/// with both clients on one shard the NATS subscriber was cut in about a third of the runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_publisher_waits_for_a_nats_subscriber_that_is_behind() {
+    use tokio::io::AsyncReadExt;
+    const N: usize = 16_000;
+    const SIZE: usize = 1000; // 16 MB: more than max_pending and the kernel's buffers hold
+                              // 4 MiB: the writer reports progress only when the socket turns writable again, and the
+                              // stall mark (3/4) must leave room for the bursts read meanwhile (a 100 ms budget each).
+    let toml = "[nats]\nmax_pending = 4194304\nmax_payload = 65536\n";
+    let running = common::in_process_toml(1, toml);
+    let nats_addr = running.nats_addr().to_string();
+    let mqtt_addr = running.mqtt_addr().to_string();
+    within(Duration::from_secs(60), async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(65536).unwrap();
+        let mut sub = socket.connect(nats_addr.parse().unwrap()).await.unwrap();
+        sub.write_all(
+            b"CONNECT {\"verbose\":false,\"headers\":true}\r\nSUB slow.nats 1\r\nPING\r\n",
+        )
+        .await
+        .unwrap();
+        let mut seen = Vec::new();
+        while !seen.windows(6).any(|w| w == b"PONG\r\n") {
+            let mut chunk = [0u8; 4096];
+            let n = sub.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed before PONG");
+            seen.extend_from_slice(&chunk[..n]);
+        }
+        let (mut publisher, _) =
+            RawMqtt::connect_as(&mqtt_addr, Version::V3_1_1, "pub-to-nats", true).await;
+        let mut out = BytesMut::new();
+        for i in 0..N {
+            let publish = publish_packet("slow/nats", QoS::AtMostOnce, 0, &payload(i, SIZE));
+            encode(&Packet::Publish(publish), Version::V3_1_1, &mut out);
+        }
+        // One write of everything: the broker reads it in bursts as fast as it can.
+        let sending = tokio::spawn(async move {
+            publisher.send_bytes(&out).await;
+            publisher
+        });
+        // Read at most 16 KiB a millisecond, far slower than the broker can produce.
+        let mut received = Vec::with_capacity(N * (SIZE + 80));
+        let mut chunk = vec![0u8; 16 * 1024];
+        const MARK: &[u8] = b"MSG slow.nats ";
+        let (mut delivered, mut counted) = (0usize, 0usize);
+        while delivered < N {
+            let n = sub.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            received.extend_from_slice(&chunk[..n]);
+            // Windows that start before `counted - 13` were counted already.
+            let from = counted.saturating_sub(MARK.len() - 1);
+            delivered += received[from..].windows(MARK.len()).filter(|w| *w == MARK).count();
+            counted = received.len();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let text = String::from_utf8_lossy(&received);
+        let stalls = counter(&running, |s| &s.producer_stalls);
+        assert!(
+            !text.contains("-ERR"),
+            "subscriber cut after {delivered} messages ({stalls} producer stalls)"
+        );
+        assert_eq!(delivered, N, "every message reaches the NATS subscriber");
+        let _publisher = sending.await.unwrap();
+        assert_eq!(counter(&running, |s| &s.slow_consumers), 0);
+        assert!(counter(&running, |s| &s.producer_stalls) > 0, "the publisher never waited");
+    })
+    .await;
 }

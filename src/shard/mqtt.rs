@@ -701,6 +701,9 @@ async fn read_loop(
         }
         shard.mesh.stage_all();
         shard.mesh.wait_for_room().await;
+        // NATS subscribers here that fell behind slow this publisher down, as they do NATS
+        // publishers (MQTT subscribers bound their own output and never stall anyone).
+        shard.wait_for_consumers(super::conn::STALL_BUDGET).await;
         window.give_back_idle(buf);
         if shard.with_conn(slot, |c| c.closing) {
             return Exit::Unclean;
