@@ -11,7 +11,10 @@
 //! drops the messages' `Bytes` (whose reference counts its own reader raised, so no count is
 //! touched by two cores) and reuses the vector, so steady traffic allocates nothing.
 
-use crate::limits::{MESH_BATCH_OPS_MAX, MESH_BATCH_POOL_MAX};
+use crate::limits::{
+    MESH_BATCH_OPS_MAX, MESH_BATCH_POOL_MAX, MESH_RETURNS_HELD_MAX, MESH_RETURN_HOLD,
+    MESH_RETURN_SMALL_OPS,
+};
 use crate::message::Message;
 use bytes::Bytes;
 use smallvec::SmallVec;
@@ -115,6 +118,10 @@ pub struct MeshState {
     /// Handled batches to send home, per origin; not counted as pending (they are bounded by
     /// the batches the origin sent).
     returns: RefCell<Vec<Vec<Vec<MeshOp>>>>,
+    /// When the oldest return held for each origin was handled; `None` when none is held.
+    held_since: RefCell<Vec<Option<std::time::Instant>>>,
+    /// A large batch is among the held returns, or the hold is full: send them all now.
+    returns_due: RefCell<Vec<bool>>,
     sender_wakers: RefCell<Vec<Option<Waker>>>,
     room_waiters: RefCell<Vec<Waker>>,
     pool: RefCell<Vec<Vec<MeshOp>>>,
@@ -131,6 +138,8 @@ impl MeshState {
             outbox: RefCell::new((0..shards).map(|_| Vec::new()).collect()),
             pending: RefCell::new((0..shards).map(|_| VecDeque::new()).collect()),
             returns: RefCell::new((0..shards).map(|_| Vec::new()).collect()),
+            held_since: RefCell::new(vec![None; shards]),
+            returns_due: RefCell::new(vec![false; shards]),
             sender_wakers: RefCell::new(vec![None; shards]),
             room_waiters: RefCell::new(Vec::new()),
             pool: RefCell::new(Vec::new()),
@@ -220,9 +229,25 @@ impl MeshState {
     /// message (perf: `shared_v_drop` was 57 % of the receiving shard's samples in MQTT 1->1
     /// before this). Returns go out ahead of this shard's own batches.
     pub fn recycle(&self, origin: usize, ops: Vec<MeshOp>) {
-        self.returns.borrow_mut()[origin].push(ops);
-        if let Some(waker) = self.sender_wakers.borrow_mut()[origin].take() {
-            waker.wake();
+        let large = ops.len() > MESH_RETURN_SMALL_OPS;
+        let held = {
+            let mut returns = self.returns.borrow_mut();
+            returns[origin].push(ops);
+            returns[origin].len()
+        };
+        // The sender hears of the first held return (to start its hold timer), of a full hold
+        // and of a large batch (due at once); the ones in between wait without waking it.
+        if held == 1 {
+            self.held_since.borrow_mut()[origin] = Some(std::time::Instant::now());
+        }
+        if large || held >= MESH_RETURNS_HELD_MAX {
+            // All of them go, not just the one that tipped it.
+            self.returns_due.borrow_mut()[origin] = true;
+        }
+        if held == 1 || held >= MESH_RETURNS_HELD_MAX || large {
+            if let Some(waker) = self.sender_wakers.borrow_mut()[origin].take() {
+                waker.wake();
+            }
         }
     }
 
@@ -247,11 +272,47 @@ impl MeshState {
         .await
     }
 
-    /// Waits for the next item to send to `target`.
+    /// Waits for the next item to send to `target`. Returns go first when anything else goes
+    /// (or [`MESH_RETURNS_HELD_MAX`] are held); on their own they wait up to
+    /// [`MESH_RETURN_HOLD`] for company.
     pub async fn next_item(&self, target: usize) -> MeshItem {
+        loop {
+            let hold = self.held_since.borrow()[target]
+                .map(|t| MESH_RETURN_HOLD.saturating_sub(t.elapsed()));
+            let item = match hold {
+                None => Some(self.next_item_now(target, false).await),
+                Some(left) if left.is_zero() => Some(self.next_item_now(target, true).await),
+                Some(left) => {
+                    let now = async { Some(self.next_item_now(target, false).await) };
+                    let later = async {
+                        glommio::timer::sleep(left).await;
+                        None
+                    };
+                    futures_lite::future::or(now, later).await
+                }
+            };
+            if let Some(item) = item {
+                return item;
+            }
+        }
+    }
+
+    /// The next item for `target`, held returns included when `returns_due`.
+    async fn next_item_now(&self, target: usize, returns_due: bool) -> MeshItem {
         poll_fn(|cx| {
-            if let Some(ops) = self.returns.borrow_mut()[target].pop() {
-                return Poll::Ready(MeshItem::Recycle(ops));
+            let pending = !self.pending.borrow()[target].is_empty();
+            {
+                let mut returns = self.returns.borrow_mut();
+                let due = returns_due || pending || self.returns_due.borrow()[target];
+                if due {
+                    if let Some(ops) = returns[target].pop() {
+                        if returns[target].is_empty() {
+                            self.held_since.borrow_mut()[target] = None;
+                            self.returns_due.borrow_mut()[target] = false;
+                        }
+                        return Poll::Ready(MeshItem::Recycle(ops));
+                    }
+                }
             }
             if let Some(item) = self.pending.borrow_mut()[target].pop_front() {
                 for waker in self.room_waiters.borrow_mut().drain(..) {
@@ -347,5 +408,60 @@ mod tests {
         assert!(read_buffer.is_unique());
         assert_eq!(origin.pool.borrow().len(), 1);
         assert!(origin.pool.borrow()[0].is_empty());
+    }
+
+    /// Polls `future` once with a waker that does nothing.
+    fn poll_once<F: std::future::Future>(future: F) -> Option<F::Output> {
+        let waker = Waker::from(std::sync::Arc::new(Task));
+        let mut future = std::pin::pin!(future);
+        match future.as_mut().poll(&mut std::task::Context::from_waker(&waker)) {
+            Poll::Ready(output) => Some(output),
+            Poll::Pending => None,
+        }
+    }
+
+    #[test]
+    fn small_returns_wait_for_company_and_a_large_one_takes_them_home() {
+        let receiver = MeshState::new(1, 2);
+        for _ in 0..MESH_RETURNS_HELD_MAX - 1 {
+            receiver.recycle(0, vec![deliver(Bytes::from_static(b"x"))]);
+        }
+        // Nothing else for shard 0: the small returns are held.
+        assert!(poll_once(receiver.next_item_now(0, false)).is_none());
+        // One more makes the hold full: they all go.
+        receiver.recycle(0, vec![deliver(Bytes::from_static(b"x"))]);
+        for _ in 0..MESH_RETURNS_HELD_MAX {
+            let item = poll_once(receiver.next_item_now(0, false));
+            assert!(matches!(item, Some(MeshItem::Recycle(_))));
+        }
+        assert!(poll_once(receiver.next_item_now(0, false)).is_none());
+        assert!(receiver.held_since.borrow()[0].is_none(), "nothing held, no timer");
+        // A large batch is due at once, and takes the small one held before it along.
+        receiver.recycle(0, vec![deliver(Bytes::from_static(b"x"))]);
+        let large = (0..=MESH_RETURN_SMALL_OPS).map(|_| deliver(Bytes::from_static(b"y")));
+        receiver.recycle(0, large.collect());
+        for _ in 0..2 {
+            let item = poll_once(receiver.next_item_now(0, false));
+            assert!(matches!(item, Some(MeshItem::Recycle(_))));
+        }
+        assert!(poll_once(receiver.next_item_now(0, false)).is_none());
+    }
+
+    #[test]
+    fn a_held_return_goes_home_after_the_hold() {
+        let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(256 * 1024)
+            .make()
+            .expect("executor");
+        executor.run(async {
+            let receiver = MeshState::new(1, 2);
+            receiver.recycle(0, vec![deliver(Bytes::from_static(b"x"))]);
+            let started = std::time::Instant::now();
+            let item = receiver.next_item(0).await;
+            assert!(matches!(item, MeshItem::Recycle(ref ops) if ops.len() == 1));
+            let waited = started.elapsed();
+            assert!(waited >= MESH_RETURN_HOLD / 2, "went home after {waited:?}, not held");
+            assert!(waited < MESH_RETURN_HOLD * 100, "held {waited:?}");
+        });
     }
 }
