@@ -277,7 +277,13 @@ mod tests {
                 unit: "msgs/s",
                 elapsed_s: 1.0,
             }),
-            latency: Some(Latency { p50_us: 30, p99_us: 90, p999_us: 400, max_us: 2000 }),
+            latency: Some(Latency {
+                p50_us: 30,
+                p99_us: 90,
+                p999_us: 400,
+                max_us: 2000,
+                max_at_ms: None,
+            }),
             memory: None,
             extra: Default::default(),
         };

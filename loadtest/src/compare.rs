@@ -718,8 +718,9 @@ fn describe(outcome: &Outcome) -> String {
         parts.push(part);
     }
     if let Some(l) = &m.latency {
+        let at = l.max_at_ms.map(|ms| format!(" (due at {ms} ms)")).unwrap_or_default();
         parts.push(format!(
-            "p50 {} / p99 {} / p99.9 {} / max {} us",
+            "p50 {} / p99 {} / p99.9 {} / max {} us{at}",
             l.p50_us, l.p99_us, l.p999_us, l.max_us
         ));
     }

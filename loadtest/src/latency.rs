@@ -73,10 +73,12 @@ fn paced(scenario: &'static str, end: Endpoint, pace: &Pace) -> Result<Measureme
     let reader = {
         let (watch, progress) = (Arc::clone(&watch), Arc::clone(&progress));
         let protocol = end.protocol;
-        std::thread::spawn(move || -> Result<(Histogram<u64>, u64, u8), String> {
+        std::thread::spawn(move || -> Result<(Histogram<u64>, u64, u8, u64), String> {
             let mut histogram =
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
             let mut count = 0u64;
+            // (latency, intended send time) of the slowest message so far.
+            let mut slowest = (0u64, 0u64);
             let goal = AtomicU64::new(0);
             let received =
                 pubsub::receive(&mut subscriber, protocol, &goal, total, &watch, &progress, |p| {
@@ -86,11 +88,15 @@ fn paced(scenario: &'static str, end: Endpoint, pace: &Pace) -> Result<Measureme
                         return true;
                     }
                     let now_ns = origin.elapsed().as_nanos() as u64;
-                    histogram.saturating_record((now_ns.saturating_sub(sent_ns) / 1000).max(1));
+                    let latency_us = (now_ns.saturating_sub(sent_ns) / 1000).max(1);
+                    histogram.saturating_record(latency_us);
+                    if latency_us > slowest.0 {
+                        slowest = (latency_us, sent_ns);
+                    }
                     count += 1;
                     true
                 })?;
-            Ok((histogram, count, received.qos_max))
+            Ok((histogram, count, received.qos_max, slowest.1 / 1_000_000))
         })
     };
     let sending = send_paced(&end, connection, &Pace { messages: total, ..*pace }, size, origin);
@@ -98,7 +104,7 @@ fn paced(scenario: &'static str, end: Endpoint, pace: &Pace) -> Result<Measureme
     let received = reader.join().map_err(|_| "subscriber panicked")?;
     drop(progress);
     sending?;
-    let (histogram, delivered, qos_max) = received?;
+    let (histogram, delivered, qos_max, max_at_ms) = received?;
     // The recorded part of the run: from the first recorded message's intended time.
     let elapsed = (origin.elapsed().as_secs_f64() - recorded_from as f64 / 1e9).max(1e-9);
     let mut parameters = Map::new();
@@ -120,7 +126,7 @@ fn paced(scenario: &'static str, end: Endpoint, pace: &Pace) -> Result<Measureme
             unit: "msgs/s",
             elapsed_s: elapsed,
         }),
-        latency: Some(Latency::of(&histogram)),
+        latency: Some(Latency { max_at_ms: Some(max_at_ms), ..Latency::of(&histogram) }),
         memory: None,
         extra: pubsub::delivered_qos(end.protocol, std::iter::once(qos_max)),
     })

@@ -109,6 +109,9 @@ impl Measurement {
             results.insert("p99_us".into(), l.p99_us.into());
             results.insert("p999_us".into(), l.p999_us.into());
             results.insert("max_us".into(), l.max_us.into());
+            if let Some(at) = l.max_at_ms {
+                results.insert("max_at_ms".into(), at.into());
+            }
         }
         if let Some(m) = &self.memory {
             results.insert("connections_per_round".into(), m.connections.into());
@@ -162,13 +165,23 @@ pub struct Latency {
     pub p999_us: u64,
     /// Largest.
     pub max_us: u64,
+    /// When the slowest message was due to be sent, ms after the schedule began (warm-up
+    /// included), where the scenario knows it: tells a one-off stall at a fixed point of
+    /// every run (a timer, a state change) from one that wanders.
+    pub max_at_ms: Option<u64>,
 }
 
 impl Latency {
     /// The percentiles of a histogram recorded in microseconds.
     pub fn of(histogram: &hdrhistogram::Histogram<u64>) -> Latency {
         let q = |p: f64| histogram.value_at_quantile(p);
-        Latency { p50_us: q(0.5), p99_us: q(0.99), p999_us: q(0.999), max_us: histogram.max() }
+        Latency {
+            p50_us: q(0.5),
+            p99_us: q(0.99),
+            p999_us: q(0.999),
+            max_us: histogram.max(),
+            max_at_ms: None,
+        }
     }
 }
 
