@@ -110,6 +110,17 @@ pub enum MeshItem {
     Recycle(Vec<MeshOp>),
 }
 
+/// Where a sender waiting for its next item stands with the returns it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hold {
+    /// No hold timer runs: a held return must start one.
+    Unarmed,
+    /// A hold timer runs: held returns wait for it (or for company).
+    Armed,
+    /// The hold is over: held returns go now.
+    Over,
+}
+
 /// A shard's side of the mesh: outboxes, pending queues, epochs and the waiters on them.
 #[derive(Debug)]
 pub struct MeshState {
@@ -280,10 +291,10 @@ impl MeshState {
             let hold = self.held_since.borrow()[target]
                 .map(|t| MESH_RETURN_HOLD.saturating_sub(t.elapsed()));
             let item = match hold {
-                None => Some(self.next_item_now(target, false).await),
-                Some(left) if left.is_zero() => Some(self.next_item_now(target, true).await),
+                None => self.next_item_now(target, Hold::Unarmed).await,
+                Some(left) if left.is_zero() => self.next_item_now(target, Hold::Over).await,
                 Some(left) => {
-                    let now = async { Some(self.next_item_now(target, false).await) };
+                    let now = self.next_item_now(target, Hold::Armed);
                     let later = async {
                         glommio::timer::sleep(left).await;
                         None
@@ -297,28 +308,31 @@ impl MeshState {
         }
     }
 
-    /// The next item for `target`, held returns included when `returns_due`.
-    async fn next_item_now(&self, target: usize, returns_due: bool) -> MeshItem {
+    /// The next item for `target`; `None` when a return arrived while no hold timer ran (the
+    /// caller then starts one).
+    async fn next_item_now(&self, target: usize, hold: Hold) -> Option<MeshItem> {
         poll_fn(|cx| {
             let pending = !self.pending.borrow()[target].is_empty();
             {
                 let mut returns = self.returns.borrow_mut();
-                let due = returns_due || pending || self.returns_due.borrow()[target];
+                let due = hold == Hold::Over || pending || self.returns_due.borrow()[target];
                 if due {
                     if let Some(ops) = returns[target].pop() {
                         if returns[target].is_empty() {
                             self.held_since.borrow_mut()[target] = None;
                             self.returns_due.borrow_mut()[target] = false;
                         }
-                        return Poll::Ready(MeshItem::Recycle(ops));
+                        return Poll::Ready(Some(MeshItem::Recycle(ops)));
                     }
+                } else if hold == Hold::Unarmed && !returns[target].is_empty() {
+                    return Poll::Ready(None);
                 }
             }
             if let Some(item) = self.pending.borrow_mut()[target].pop_front() {
                 for waker in self.room_waiters.borrow_mut().drain(..) {
                     waker.wake();
                 }
-                return Poll::Ready(item);
+                return Poll::Ready(Some(item));
             }
             self.sender_wakers.borrow_mut()[target] = Some(cx.waker().clone());
             Poll::Pending
@@ -427,24 +441,24 @@ mod tests {
             receiver.recycle(0, vec![deliver(Bytes::from_static(b"x"))]);
         }
         // Nothing else for shard 0: the small returns are held.
-        assert!(poll_once(receiver.next_item_now(0, false)).is_none());
+        assert!(poll_once(receiver.next_item_now(0, Hold::Armed)).is_none());
         // One more makes the hold full: they all go.
         receiver.recycle(0, vec![deliver(Bytes::from_static(b"x"))]);
         for _ in 0..MESH_RETURNS_HELD_MAX {
-            let item = poll_once(receiver.next_item_now(0, false));
-            assert!(matches!(item, Some(MeshItem::Recycle(_))));
+            let item = poll_once(receiver.next_item_now(0, Hold::Armed));
+            assert!(matches!(item, Some(Some(MeshItem::Recycle(_)))));
         }
-        assert!(poll_once(receiver.next_item_now(0, false)).is_none());
+        assert!(poll_once(receiver.next_item_now(0, Hold::Armed)).is_none());
         assert!(receiver.held_since.borrow()[0].is_none(), "nothing held, no timer");
         // A large batch is due at once, and takes the small one held before it along.
         receiver.recycle(0, vec![deliver(Bytes::from_static(b"x"))]);
         let large = (0..=MESH_RETURN_SMALL_OPS).map(|_| deliver(Bytes::from_static(b"y")));
         receiver.recycle(0, large.collect());
         for _ in 0..2 {
-            let item = poll_once(receiver.next_item_now(0, false));
-            assert!(matches!(item, Some(MeshItem::Recycle(_))));
+            let item = poll_once(receiver.next_item_now(0, Hold::Armed));
+            assert!(matches!(item, Some(Some(MeshItem::Recycle(_)))));
         }
-        assert!(poll_once(receiver.next_item_now(0, false)).is_none());
+        assert!(poll_once(receiver.next_item_now(0, Hold::Armed)).is_none());
     }
 
     #[test]
@@ -462,6 +476,20 @@ mod tests {
             let waited = started.elapsed();
             assert!(waited >= MESH_RETURN_HOLD / 2, "went home after {waited:?}, not held");
             assert!(waited < MESH_RETURN_HOLD * 100, "held {waited:?}");
+            // The sender already waits when the return arrives: it still goes home.
+            let receiver = std::rc::Rc::new(receiver);
+            let sender = glommio::spawn_local({
+                let receiver = std::rc::Rc::clone(&receiver);
+                async move { receiver.next_item(0).await }
+            });
+            glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+            receiver.recycle(0, vec![deliver(Bytes::from_static(b"z"))]);
+            let item = glommio::timer::timeout(std::time::Duration::from_secs(1), async {
+                Ok(sender.await)
+            })
+            .await
+            .expect("a return that came while the sender waited was held for good");
+            assert!(matches!(item, MeshItem::Recycle(ref ops) if ops.len() == 1));
         });
     }
 }
