@@ -639,6 +639,17 @@ struct Reader {
     bytes: Bytes,
 }
 
+/// The rules of a UTF-8 Encoded String [MQTT-1.5.4-1/2]: well-formed, no U+0000.
+fn check_string(text: &[u8]) -> Result<(), DecodeError> {
+    if std::str::from_utf8(text).is_err() {
+        return Err(DecodeError::InvalidUtf8);
+    }
+    if memchr::memchr(0, text).is_some() {
+        return Err(DecodeError::NullCharacter);
+    }
+    Ok(())
+}
+
 impl Reader {
     fn is_empty(&self) -> bool {
         self.bytes.is_empty()
@@ -698,30 +709,20 @@ impl Reader {
     /// UTF-8 Encoded String [MQTT-1.5.4-1/2]: well-formed, no U+0000.
     fn string(&mut self) -> Result<Bytes, DecodeError> {
         let text = self.binary()?;
-        if std::str::from_utf8(&text).is_err() {
-            return Err(DecodeError::InvalidUtf8);
-        }
-        if memchr::memchr(0, &text).is_some() {
-            return Err(DecodeError::NullCharacter);
-        }
+        check_string(&text)?;
         Ok(text)
     }
 
     /// A PUBLISH Topic Name: a UTF-8 Encoded String without wildcards [MQTT-3.3.2-2]. One
     /// pass over the bytes finds the common case (ASCII, no NUL, no `+`/`#`); anything else
-    /// takes the checks in [`Reader::string`]'s order, so the error is the same.
+    /// takes [`check_string`] and then the wildcard check, so the error is the same.
     fn topic_name(&mut self) -> Result<Bytes, DecodeError> {
         let text = self.binary()?;
         let unusual = text
             .iter()
             .fold(false, |seen, &b| seen | (b == 0 || b == b'+' || b == b'#' || b >= 0x80));
         if unusual {
-            if std::str::from_utf8(&text).is_err() {
-                return Err(DecodeError::InvalidUtf8);
-            }
-            if memchr::memchr(0, &text).is_some() {
-                return Err(DecodeError::NullCharacter);
-            }
+            check_string(&text)?;
             if text.iter().any(|&b| b == b'+' || b == b'#') {
                 return Err(DecodeError::TopicWildcard);
             }
