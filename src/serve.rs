@@ -373,15 +373,20 @@ fn reserve_port(addr: SocketAddr) -> Result<(SocketAddr, socket2::Socket), Strin
         std::io::ErrorKind::AddrInUse => format!("cannot listen on {addr}: address already in use"),
         _ => format!("cannot listen on {addr}: {e}"),
     };
-    let domain = socket2::Domain::for_address(addr);
-    let probe = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))
-        .map_err(failed)?;
-    // As std's TcpListener does: a port in TIME_WAIT is not "in use".
-    probe.set_reuse_address(true).map_err(failed)?;
+    let probe = tcp_socket(addr).map_err(failed)?;
     probe.bind(&addr.into()).map_err(failed)?;
     probe.set_reuse_port(true).map_err(failed)?;
     let bound = probe.local_addr().map_err(failed)?.as_socket().ok_or("not an IP address")?;
     Ok((bound, probe))
+}
+
+/// A TCP socket for `addr` with SO_REUSEADDR, as std's `TcpListener` sets it: a port whose
+/// old connections are in TIME_WAIT is not "in use".
+fn tcp_socket(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    Ok(socket)
 }
 
 /// A shard's listener on `addr`: SO_REUSEPORT (every shard binds the address, the kernel
@@ -392,9 +397,7 @@ fn reserve_port(addr: SocketAddr) -> Result<(SocketAddr, socket2::Socket), Strin
 #[allow(unsafe_code)]
 fn listen(addr: SocketAddr) -> std::io::Result<glommio::net::TcpListener> {
     use std::os::fd::{FromRawFd, IntoRawFd};
-    let domain = socket2::Domain::for_address(addr);
-    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
+    let socket = tcp_socket(addr)?;
     socket.set_reuse_port(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
