@@ -73,6 +73,9 @@ pub struct NatsConfig {
     pub ping_max: u32,
     /// Longest a single write to a client may block, in milliseconds.
     pub write_deadline_ms: u64,
+    /// Move a publishing connection without subscriptions to the shard all its messages go
+    /// to (docs/architecture.md, "Co-location").
+    pub colocate_publishers: bool,
     /// `[nats.tls]`: when present, the NATS listener requires TLS (INFO in plaintext with
     /// `tls_required`, then the handshake, then CONNECT), as nats-server does.
     pub tls: Option<NatsTlsConfig>,
@@ -317,6 +320,7 @@ impl Default for NatsConfig {
             ping_interval_ms: 120_000,
             ping_max: 2,
             write_deadline_ms: 10_000,
+            colocate_publishers: true,
             tls: None,
         }
     }

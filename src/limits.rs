@@ -71,6 +71,23 @@ pub const OUTBOUND_IDLE_BYTES_MAX: usize = 64 * 1024;
 /// socket held that long by a client that never starts TLS.
 pub const NATS_TLS_HANDSHAKE_MS_MAX: u64 = 2_000;
 
+/// How long every message a NATS publisher sent must have gone to one other shard (and
+/// nowhere else) before the connection moves there. Costs: a pair that talks for less stays
+/// split; a longer streak moves later (the loadtest's latency warm-up is 500 ms).
+pub const MOVE_STREAK: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Read bursts with publishes the streak must also span (a single burst is no pattern).
+pub const MOVE_STREAK_BURSTS_MIN: u32 = 8;
+
+/// Shortest time between two moves of one connection: traffic that keeps changing shards
+/// costs at most one move (a mesh round trip and a socket hand-off) per period.
+pub const MOVE_COOLDOWN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A shard takes a moving connection only while it holds at most this many connections
+/// above 5/4 of the per-shard average: many publishers of one subscriber must not all land
+/// on one core.
+pub const MOVE_SLACK_CONNECTIONS: u64 = 16;
+
 const _: () = assert!(SHARDS_MAX <= 64, "target shards are kept in a u64 mask");
 const _: () = assert!(READ_SPARE_BYTES_MIN < READ_CHUNK_BYTES);
 const _: () = assert!(READ_WINDOW_MIN <= READ_CHUNK_BYTES);

@@ -100,6 +100,7 @@ pub fn start(config: Config) -> Result<Running, String> {
         }
         None => (None, None),
     };
+    let stats: Vec<Arc<ShardStats>> = (0..shards).map(|_| Arc::default()).collect();
     let identity = Arc::new(Identity {
         server_id: server_id(),
         name: config.server.name.clone(),
@@ -112,21 +113,20 @@ pub fn start(config: Config) -> Result<Running, String> {
         shutdown: Default::default(),
         interest_issued: (0..shards).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
         auth,
+        shard_stats: stats.clone(),
     });
     let config = Arc::new(config);
     let mesh: MeshBuilder<MeshItem, _> = MeshBuilder::full(shards, MESH_CHANNEL_BATCHES);
     let cpus = allowed_cpus();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let mut handles = Vec::with_capacity(shards);
-    let mut stats = Vec::with_capacity(shards);
     for id in 0..shards {
         let placement = if config.server.pin_cores {
             Placement::Fixed(cpus[id % cpus.len()])
         } else {
             Placement::Unbound
         };
-        let shard_stats = Arc::new(ShardStats::default());
-        stats.push(Arc::clone(&shard_stats));
+        let shard_stats = Arc::clone(&stats[id]);
         let (config, identity, mesh, ready) =
             (Arc::clone(&config), Arc::clone(&identity), mesh.clone(), ready_tx.clone());
         let builder = LocalExecutorBuilder::new(placement)
@@ -255,6 +255,11 @@ async fn run_shard(
                             for adopt in shard.take_adopted() {
                                 let serve =
                                     crate::shard::mqtt::serve_adopted(Rc::clone(&shard), adopt);
+                                glommio::spawn_local(serve).detach();
+                            }
+                            for moved in shard.take_moved() {
+                                let serve =
+                                    crate::shard::conn::serve_moved(Rc::clone(&shard), moved);
                                 glommio::spawn_local(serve).detach();
                             }
                             // Consumers here that fell behind slow this peer's producers down

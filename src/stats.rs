@@ -44,6 +44,8 @@ pub struct ShardStats {
     pub mqtt_sessions: AtomicU64,
     /// MQTT connections handed to their session's home shard by this shard.
     pub mqtt_handoffs: AtomicU64,
+    /// NATS connections moved from this shard to the shard their messages go to.
+    pub nats_moves: AtomicU64,
     /// MQTT sessions taken over by a new connection with the same client id.
     pub mqtt_takeovers: AtomicU64,
     /// Will messages published.

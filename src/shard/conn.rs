@@ -6,12 +6,13 @@
 //! the output buffer with its spare one and writes it in one call, so however many messages a
 //! tick delivers to a connection, they leave in one write.
 
+use super::mesh::{MeshOp, Moved};
 use super::nats::{self, Next};
-use super::stream::{self, HandshakeError, Stream};
+use super::stream::{self, adopt_fd, duplicate_fd, HandshakeError, Stream};
 use super::Shard;
 use crate::limits::{
-    NATS_TLS_HANDSHAKE_MS_MAX, OUTBOUND_IDLE_BYTES_MAX, READ_CHUNK_BYTES, READ_SPARE_BYTES_MIN,
-    READ_WINDOW_MIN,
+    MOVE_COOLDOWN, MOVE_STREAK, MOVE_STREAK_BURSTS_MIN, NATS_TLS_HANDSHAKE_MS_MAX,
+    OUTBOUND_IDLE_BYTES_MAX, READ_CHUNK_BYTES, READ_SPARE_BYTES_MIN, READ_WINDOW_MIN,
 };
 use crate::protocol::nats::codec;
 use bytes::BytesMut;
@@ -22,6 +23,7 @@ use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 /// Longest a producer waits, per read burst or mesh batch, for consumers over the stall mark.
 /// nats-server 2.9 stalls 100 ms to 1 s, newer releases 2-10 ms; a consumer still over the mark
@@ -55,8 +57,27 @@ pub async fn serve_nats(shard: Rc<Shard>, tcp: TcpStream) {
     nats::expect_connect(&shard, slot);
     let stream = Rc::new(RefCell::new(stream));
     glommio::spawn_local(write_loop(Rc::clone(&shard), slot, Half(Rc::clone(&stream)))).detach();
-    read_loop(&shard, slot, Half(stream)).await;
-    shard.task_done(slot);
+    let resume = Resume { buf: BytesMut::new(), moved_at: None };
+    if read_loop(&shard, slot, stream, resume).await == End::Closed {
+        shard.task_done(slot);
+    }
+}
+
+/// Serves a NATS connection that another shard moved here (see [`move_out`]).
+pub async fn serve_moved(shard: Rc<Shard>, moved: Box<Moved>) {
+    let Moved { fd, rest, moved_at, conn } = *moved;
+    let tcp = adopt_fd(fd);
+    let deadline = std::time::Duration::from_millis(shard.config.nats.write_deadline_ms);
+    if tcp.set_write_timeout(Some(deadline)).is_err() {
+        return;
+    }
+    let slot = shard.open_moved(conn);
+    let stream = Rc::new(RefCell::new(Stream::Plain(tcp)));
+    glommio::spawn_local(write_loop(Rc::clone(&shard), slot, Half(Rc::clone(&stream)))).detach();
+    let resume = Resume { buf: BytesMut::from(&rest[..]), moved_at: Some(moved_at) };
+    if read_loop(&shard, slot, stream, resume).await == End::Closed {
+        shard.task_done(slot);
+    }
 }
 
 /// The nats-server upgrade: INFO with `tls_required` in plaintext, then the client's TLS
@@ -89,36 +110,63 @@ async fn upgrade(
     }
 }
 
-async fn read_loop(shard: &Shard, slot: u32, mut reader: Half) {
-    let mut buf = BytesMut::new();
+/// Where a NATS connection's reading starts.
+struct Resume {
+    /// Bytes read but not decoded yet (a moved connection's part of an op).
+    buf: BytesMut,
+    /// When the connection last moved between shards.
+    moved_at: Option<Instant>,
+}
+
+/// How a NATS connection's read loop ended.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// The connection is closing: the reader's task is done.
+    Closed,
+    /// The connection went to another shard; its slot here is already free.
+    Moved,
+}
+
+async fn read_loop(shard: &Rc<Shard>, slot: u32, stream: Rc<RefCell<Stream>>, resume: Resume) -> End {
+    let Resume { mut buf, moved_at } = resume;
+    let mut reader = Half(stream);
     let mut window = ReadWindow::default();
+    let mut streak = Streak { moved_at, ..Streak::default() };
     loop {
         window.give_back_idle(&mut buf);
         let Some((n, room)) = read_some(shard, slot, &mut reader, &mut buf, window.get()).await
         else {
-            return;
+            return End::Closed;
         };
         window.after_read(n, room);
         // PONGs are owed until the burst is done: clients such as nats-py write their flush
         // PING ahead of a SUB queued before it, and expect the PONG to cover that SUB. So the
         // PONG waits until every shard applied the interest changes of the whole burst.
         let mut pongs_owed = 0u32;
+        // Where this burst's publishes went; a wait lets other connections route meanwhile,
+        // so a burst that waited tells nothing.
+        shard.take_route_mask();
+        let mut waited = false;
         loop {
             match codec::decode(&mut buf, &shard.limits) {
                 Ok(Some(op)) => match nats::handle(shard, slot, op) {
                     Next::Continue => {}
                     Next::Pong => pongs_owed += 1,
-                    Next::Wait(wait) => shard.publish_after_wait(slot, wait).await,
-                    Next::Close => return,
+                    Next::Wait(wait) => {
+                        waited = true;
+                        shard.publish_after_wait(slot, wait).await;
+                    }
+                    Next::Close => return End::Closed,
                 },
                 Ok(None) => break,
                 Err(error) => {
                     crate::stats::ShardStats::add(&shard.stats.protocol_errors, 1);
                     shard.close_with_err(slot, error.err_text());
-                    return;
+                    return End::Closed;
                 }
             }
         }
+        let mask = shard.take_route_mask();
         shard.mesh.stage_all();
         if pongs_owed > 0 {
             let epoch = shard.with_conn(slot, |c| c.required_epoch);
@@ -130,9 +178,136 @@ async fn read_loop(shard: &Shard, slot: u32, mut reader: Half) {
         shard.mesh.wait_for_room().await;
         shard.wait_for_consumers(STALL_BUDGET).await;
         if shard.with_conn(slot, |c| c.closing) {
-            return;
+            return End::Closed;
+        }
+        if waited {
+            continue;
+        }
+        if let Some(target) = streak.after_burst(mask, shard.id) {
+            if shard.may_move(slot, target) {
+                match move_out(shard, slot, reader.0, &mut buf, target).await {
+                    Ok(()) => return End::Moved,
+                    Err(stream) => reader = Half(stream),
+                }
+            }
+            streak = Streak { moved_at: streak.moved_at, ..Streak::default() };
         }
     }
+}
+
+/// Where a NATS connection's publishes went over its last read bursts: the start of a run
+/// of bursts whose every routed message went to one other shard and nowhere else.
+#[derive(Debug, Default)]
+struct Streak {
+    /// The one shard the run's messages went to.
+    target: usize,
+    /// When the run began; `None`: no run.
+    since: Option<Instant>,
+    /// Bursts with routed messages in the run.
+    bursts: u32,
+    /// When the connection last moved.
+    moved_at: Option<Instant>,
+}
+
+impl Streak {
+    /// Takes one burst's target mask (bit per shard its messages went to; 0: it routed
+    /// nothing, which neither extends nor ends a run). Returns the shard to move to once the
+    /// run is [`MOVE_STREAK`] long over at least [`MOVE_STREAK_BURSTS_MIN`] bursts, and the
+    /// last move is [`MOVE_COOLDOWN`] ago.
+    fn after_burst(&mut self, mask: u64, own: usize) -> Option<usize> {
+        if mask == 0 {
+            return None;
+        }
+        let target = mask.trailing_zeros() as usize;
+        if !mask.is_power_of_two() || target == own {
+            self.since = None;
+            return None;
+        }
+        if self.since.is_none() || self.target != target {
+            *self = Streak { target, since: Some(Instant::now()), bursts: 0, ..*self };
+        }
+        self.bursts += 1;
+        if self.bursts < MOVE_STREAK_BURSTS_MIN {
+            return None;
+        }
+        let now = Instant::now();
+        let long = self.since.is_some_and(|since| now.duration_since(since) >= MOVE_STREAK);
+        let rested = self.moved_at.is_none_or(|at| now.duration_since(at) >= MOVE_COOLDOWN);
+        (long && rested).then_some(target)
+    }
+}
+
+/// Moves NATS connection `slot` to shard `target`, where every message it published lately
+/// went: stops its writer once everything queued is written, waits until every shard handled
+/// what this one sent it so far (so no message it publishes there can overtake one it
+/// published here), then sends the socket, the bytes read but not decoded and the
+/// connection's state, and frees the slot. Gives the stream back, with the writer running
+/// again, if the connection must stay (it is closing, subscribed meanwhile, or the socket
+/// cannot be handed over).
+async fn move_out(
+    shard: &Rc<Shard>,
+    slot: u32,
+    stream: Rc<RefCell<Stream>>,
+    buf: &mut BytesMut,
+    target: usize,
+) -> Result<(), Rc<RefCell<Stream>>> {
+    shard.with_conn(slot, |c| {
+        c.moving = true;
+        c.writer_woken = true;
+        super::wake(&mut c.writer);
+    });
+    std::future::poll_fn(|cx| {
+        shard.with_conn(slot, |c| {
+            if c.tasks_alive <= 1 {
+                return Poll::Ready(());
+            }
+            super::set_waker(&mut c.reader, cx.waker());
+            Poll::Pending
+        })
+    })
+    .await;
+    shard.sync_peers(slot).await;
+    if !shard.may_move(slot, target) {
+        return Err(stay(shard, slot, stream));
+    }
+    let stream = match Rc::try_unwrap(stream).map(RefCell::into_inner) {
+        Ok(Stream::Plain(tcp)) => tcp,
+        Ok(tls) => return Err(stay(shard, slot, Rc::new(RefCell::new(tls)))),
+        Err(stream) => return Err(stay(shard, slot, stream)),
+    };
+    let fd = match duplicate_fd(&stream) {
+        Ok(fd) => fd,
+        Err(error) => {
+            tracing::warn!(%error, "cannot move a NATS connection to another shard");
+            return Err(stay(shard, slot, Rc::new(RefCell::new(Stream::Plain(stream)))));
+        }
+    };
+    let conn = shard.with_conn(slot, |c| super::mesh::MovedConn {
+        addr: c.addr,
+        cid: c.cid,
+        flags: c.flags,
+        grant: c.grant.take(),
+        pings_out: c.pings_out,
+        last_sync: c.last_sync,
+        out: std::mem::take(&mut c.out),
+    });
+    let moved = Moved { fd, rest: buf.to_vec(), moved_at: Instant::now(), conn };
+    shard.mesh.push(target, MeshOp::Move(Box::new(moved)));
+    shard.mesh.stage_all();
+    // Our descriptor closes here; the duplicate keeps the socket open.
+    drop(stream);
+    shard.release_moved(slot);
+    Ok(())
+}
+
+/// A connection that was to move stays: its writer runs again.
+fn stay(shard: &Rc<Shard>, slot: u32, stream: Rc<RefCell<Stream>>) -> Rc<RefCell<Stream>> {
+    shard.with_conn(slot, |c| {
+        c.moving = false;
+        c.tasks_alive += 1;
+    });
+    glommio::spawn_local(write_loop(Rc::clone(shard), slot, Half(Rc::clone(&stream)))).detach();
+    stream
 }
 
 /// How much a connection reads per call: grows while reads fill it, shrinks when they do not,
@@ -226,7 +401,7 @@ pub(super) async fn write_loop(shard: Rc<Shard>, slot: u32, mut writer: Half) {
             spare = BytesMut::new();
         }
     }
-    if shard.writer_dozed(slot) {
+    if shard.writer_parked(slot) {
         return;
     }
     let _ = writer.close().await;

@@ -54,6 +54,8 @@ pub enum MeshOp {
     },
     /// An MQTT connection whose client id lives on the receiver: serve it there.
     Adopt(Box<Adopt>),
+    /// A NATS publisher whose messages all go to the receiver: serve it there.
+    Move(Box<Moved>),
     /// Set (`Some`) or delete (`None`) the retained message of `subject`.
     Retain {
         /// Subject in NATS spelling.
@@ -63,8 +65,8 @@ pub enum MeshOp {
         /// The message, detached from any read buffer.
         message: Option<Message>,
     },
-    /// Left in a received batch where the receiver moved an `Adopt` or `Retain` out; never
-    /// sent.
+    /// Left in a received batch where the receiver moved an `Adopt`, `Move` or `Retain` out;
+    /// never sent.
     Taken,
 }
 
@@ -86,6 +88,39 @@ pub struct Adopt {
     pub rest: Bytes,
     /// What the CONNECT's token allows (checked on the accepting shard); `None`: open broker.
     pub grant: Option<Box<crate::auth::Grant>>,
+}
+
+/// A NATS connection moved to the shard its messages go to (`Shard::may_move`), with what it
+/// needs to go on there: the same client sees the same connection.
+#[derive(Debug)]
+pub struct Moved {
+    /// The socket (a duplicate of the sending shard's descriptor, which was closed).
+    pub fd: std::os::fd::OwnedFd,
+    /// Bytes read but not decoded yet (part of an op).
+    pub rest: Vec<u8>,
+    /// When it moved (the next move waits `limits::MOVE_COOLDOWN`).
+    pub moved_at: std::time::Instant,
+    /// The connection's state.
+    pub conn: MovedConn,
+}
+
+/// The state of a moved NATS connection that its new slot takes over.
+#[derive(Debug)]
+pub struct MovedConn {
+    /// Peer address.
+    pub addr: std::net::SocketAddr,
+    /// Connection id, as INFO gave it to the client.
+    pub cid: u64,
+    /// CONNECT options.
+    pub flags: super::NatsFlags,
+    /// What the connection's token allows; `None` on an open broker.
+    pub grant: Option<Box<crate::auth::Grant>>,
+    /// Unanswered server PINGs.
+    pub pings_out: u32,
+    /// When the connection last synced with the other shards over an unrouted publish.
+    pub last_sync: Option<std::time::Instant>,
+    /// Output queued after its writer stopped (a PING of the ping tick, say).
+    pub out: bytes::BytesMut,
 }
 
 /// A message with the delivery duties of the receiving shard.

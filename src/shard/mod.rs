@@ -79,6 +79,9 @@ pub struct Identity {
     pub interest_issued: Vec<std::sync::atomic::AtomicU64>,
     /// Token checks (`[auth.jwt]`); `None`: the broker is open (loopback, or allow_anonymous).
     pub auth: Option<crate::auth::Authenticator>,
+    /// Every shard's counters, by shard index (a moving connection's target checks the
+    /// connection counts of all shards).
+    pub shard_stats: Vec<Arc<ShardStats>>,
 }
 
 /// The protocol options of a NATS connection (from CONNECT).
@@ -108,7 +111,8 @@ pub enum Protocol {
 /// A connection slot: the per-connection state the shard reaches from any task.
 #[derive(Debug)]
 pub struct Conn {
-    /// Connection id; `cid % shards` is this shard.
+    /// Connection id; `cid % shards` is the shard that accepted it (a NATS publisher may have
+    /// moved since, see [`Shard::may_move`]).
     pub cid: u64,
     /// This connection's slot index on its shard.
     pub slot: u32,
@@ -152,6 +156,9 @@ pub struct Conn {
     pub doze_requested: bool,
     /// MQTT: the reader agreed and waits for the writer to stop.
     pub dozing: bool,
+    /// NATS: the reader is moving the connection to another shard and waits for the writer
+    /// to stop.
+    pub moving: bool,
     /// MQTT: what a dormant connection keeps while it has no tasks (`None`: it is live).
     dormant: Option<Box<mqtt::Sleeper>>,
     /// The connection is in `Shard::to_wake`.
@@ -212,6 +219,11 @@ pub struct Shard {
     to_wake: RefCell<Vec<u32>>,
     /// The task that wakes dormant connections.
     waker_task: RefCell<Option<Waker>>,
+    /// The shards (bit per shard) that messages of local publishers went to since the last
+    /// [`Shard::take_route_mask`]: how a NATS publisher finds where its subscribers are.
+    route_mask: Cell<u64>,
+    /// NATS connections other shards moved here, to be served.
+    moved_in: RefCell<Vec<Box<mesh::Moved>>>,
 }
 
 impl Shard {
@@ -257,6 +269,8 @@ impl Shard {
             dormancy: std::cell::OnceCell::new(),
             to_wake: RefCell::new(Vec::new()),
             waker_task: RefCell::new(None),
+            route_mask: Cell::new(0),
+            moved_in: RefCell::new(Vec::new()),
         }
     }
 
@@ -281,6 +295,12 @@ impl Shard {
 
     /// Opens a slot for a new connection with the id from [`Shard::next_cid`]; returns the slot.
     pub fn open_conn_as(&self, addr: SocketAddr, protocol: Protocol, cid: u64) -> u32 {
+        ShardStats::add(&self.stats.total_connections, 1);
+        self.insert_conn(addr, protocol, cid)
+    }
+
+    /// Opens a slot for a connection, new or moved from another shard.
+    fn insert_conn(&self, addr: SocketAddr, protocol: Protocol, cid: u64) -> u32 {
         let slot = self.conns.borrow().vacant_key() as u32;
         let conn = Conn {
             cid,
@@ -313,6 +333,7 @@ impl Shard {
             idle_sweeps: 0,
             doze_requested: false,
             dozing: false,
+            moving: false,
             dormant: None,
             wake_queued: false,
             grant: None,
@@ -322,7 +343,6 @@ impl Shard {
         let slot = u32::try_from(self.conns.borrow_mut().insert(conn))
             .expect("fewer than 2^32 connections");
         ShardStats::add(&self.stats.connections, 1);
-        ShardStats::add(&self.stats.total_connections, 1);
         slot
     }
 
@@ -390,13 +410,13 @@ impl Shard {
         }
     }
 
-    /// The writer of a connection going dormant has nothing left to write and ends without
-    /// closing the socket. False if the connection is closing instead: the writer then ends
-    /// as usual.
-    pub fn writer_dozed(&self, slot: u32) -> bool {
+    /// The writer of a connection going dormant (or moving to another shard) has nothing
+    /// left to write and ends without closing the socket. False if the connection is closing
+    /// instead: the writer then ends as usual.
+    pub fn writer_parked(&self, slot: u32) -> bool {
         let mut conns = self.conns.borrow_mut();
         let conn = &mut conns[slot as usize];
-        if !conn.dozing || conn.closing {
+        if !(conn.dozing || conn.moving) || conn.closing {
             return false;
         }
         conn.tasks_alive -= 1;
@@ -424,6 +444,15 @@ impl Shard {
         }
         self.conns.borrow_mut().remove(slot as usize);
         ShardStats::sub(&self.stats.connections, 1);
+    }
+
+    /// Frees the slot of a connection that moved to another shard: its socket and state went
+    /// with it, it had no subscriptions.
+    pub fn release_moved(&self, slot: u32) {
+        let conn = self.conns.borrow_mut().remove(slot as usize);
+        debug_assert!(conn.sids.as_ref().is_none_or(|s| s.is_empty()));
+        ShardStats::sub(&self.stats.connections, 1);
+        ShardStats::add(&self.stats.nats_moves, 1);
     }
 
     /// Resolves when the connection is closing or asked to go dormant; used to cancel a
@@ -455,7 +484,7 @@ impl Shard {
                 conn.active = true;
                 return Poll::Ready(true);
             }
-            if conn.closing || conn.dozing {
+            if conn.closing || conn.dozing || conn.moving {
                 return Poll::Ready(false);
             }
             conn.writing = 0;
@@ -689,6 +718,9 @@ impl Shard {
             }
             (plain, queues)
         };
+        if origin.is_some() {
+            self.route_mask.set(self.route_mask.get() | targets);
+        }
         if targets & (1 << self.id) != 0 {
             targets &= !(1 << self.id);
             let (plain, queues) = duties(self.id);
@@ -774,10 +806,15 @@ impl Shard {
                     self.mesh.push(from, MeshOp::InterestAck { epoch: *epoch })
                 }
                 MeshOp::InterestAck { epoch } => self.mesh.acked(from, *epoch),
-                // The two operations this shard keeps are moved out of the batch.
+                // The operations this shard keeps are moved out of the batch.
                 MeshOp::Adopt(_) => {
                     if let MeshOp::Adopt(adopt) = std::mem::replace(op, MeshOp::Taken) {
                         self.adopted.borrow_mut().push(*adopt);
+                    }
+                }
+                MeshOp::Move(_) => {
+                    if let MeshOp::Move(moved) = std::mem::replace(op, MeshOp::Taken) {
+                        self.moved_in.borrow_mut().push(moved);
                     }
                 }
                 MeshOp::Retain { .. } => {
@@ -1009,6 +1046,66 @@ impl Shard {
         for slot in slots {
             self.close(slot);
         }
+    }
+
+    /// The shards (bit per shard) that messages of local connections were routed to since
+    /// the last call.
+    pub fn take_route_mask(&self) -> u64 {
+        self.route_mask.replace(0)
+    }
+
+    /// NATS connections moved here since the last call, to be served.
+    pub fn take_moved(&self) -> Vec<Box<mesh::Moved>> {
+        std::mem::take(&mut *self.moved_in.borrow_mut())
+    }
+
+    /// Whether NATS connection `slot` may move to shard `target` now: co-location is on, the
+    /// connection only publishes (no subscriptions: theirs would have to move with it), runs
+    /// over plain TCP (a TLS session stays where it is) and is not closing, and `target`
+    /// holds at most [`MOVE_SLACK_CONNECTIONS`] connections above 5/4 of the per-shard
+    /// average.
+    ///
+    /// [`MOVE_SLACK_CONNECTIONS`]: crate::limits::MOVE_SLACK_CONNECTIONS
+    pub fn may_move(&self, slot: u32, target: usize) -> bool {
+        if !self.config.nats.colocate_publishers || target == self.id || target >= self.count {
+            return false;
+        }
+        let eligible = self.with_conn(slot, |c| {
+            c.protocol == Protocol::Nats
+                && !c.closing
+                && !c.tls
+                && c.sids.as_ref().is_none_or(|sids| sids.is_empty())
+        });
+        if !eligible {
+            return false;
+        }
+        let counts: SmallVec<[u64; 8]> = self
+            .identity
+            .shard_stats
+            .iter()
+            .map(|stats| ShardStats::get(&stats.connections))
+            .collect();
+        let at_target = counts[target];
+        let average = counts.iter().sum::<u64>() / counts.len() as u64;
+        at_target <= average * 5 / 4 + crate::limits::MOVE_SLACK_CONNECTIONS
+    }
+
+    /// Opens the slot of a NATS connection another shard moved here and restores its state;
+    /// returns the slot.
+    pub fn open_moved(&self, moved: mesh::MovedConn) -> u32 {
+        let slot = self.insert_conn(moved.addr, Protocol::Nats, moved.cid);
+        if let Some(grant) = moved.grant {
+            self.admit(slot, grant);
+        }
+        self.with_conn(slot, |c| {
+            c.flags = moved.flags;
+            c.pings_out = moved.pings_out;
+            c.last_sync = moved.last_sync;
+        });
+        if !moved.out.is_empty() {
+            self.send(slot, |out| out.extend_from_slice(&moved.out));
+        }
+        slot
     }
 
     /// Open connections on this shard.

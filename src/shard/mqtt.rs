@@ -10,7 +10,7 @@
 use super::conn::{read_some, write_loop, Half, ReadWindow};
 use super::mesh::{Adopt, MeshOp};
 use super::session::{Inflight, Pending, Session, SessionSub, Stage};
-use super::stream::{self, Stream};
+use super::stream::{self, adopt_fd, duplicate_fd, Stream};
 use super::{Protocol, Routed, Shard};
 use crate::auth::{AuthError, Credentials, Grant, Protocol as AuthProtocol, SubscribeCheck};
 use crate::limits::DORMANT_RELEASE_MIN;
@@ -213,16 +213,6 @@ fn within_limits(grant: &Grant, qos: u8, retain: bool, payload: usize) -> bool {
         && grant.max_payload.is_none_or(|max| payload <= max as usize)
 }
 
-/// Duplicates the socket's descriptor so that it can move to another executor.
-#[allow(unsafe_code)]
-fn duplicate_fd(stream: &TcpStream) -> std::io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::{AsRawFd, BorrowedFd};
-    // SAFETY: the descriptor belongs to `stream`, which outlives this borrow; the duplicate is
-    // a new descriptor owned by the returned `OwnedFd`.
-    let borrowed = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
-    borrowed.try_clone_to_owned()
-}
-
 /// Makes the shard's end of the dormancy socket pair a stream of this executor.
 #[allow(unsafe_code)]
 fn adopt_unix(pair: std::os::unix::net::UnixStream) -> glommio::net::UnixStream {
@@ -232,15 +222,6 @@ fn adopt_unix(pair: std::os::unix::net::UnixStream) -> glommio::net::UnixStream 
     unsafe { glommio::net::UnixStream::from_raw_fd(pair.into_raw_fd()) }
 }
 
-/// Makes a descriptor handed over by another shard a stream of this executor.
-#[allow(unsafe_code)]
-fn adopt_fd(fd: std::os::fd::OwnedFd) -> TcpStream {
-    use std::os::fd::{FromRawFd, IntoRawFd};
-    // SAFETY: `into_raw_fd` gives up ownership of an open socket descriptor; the stream takes
-    // it over and is its only owner. (glommio 0.9 builds streams from socket2 0.4, which has
-    // no safe conversion from `OwnedFd`.)
-    unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) }
-}
 
 /// Reads until a whole CONNECT is decoded, at most `mqtt.connect_timeout_ms` after `started`.
 /// Answers and closes on anything else.

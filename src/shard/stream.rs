@@ -126,6 +126,26 @@ impl Stream {
     }
 }
 
+/// Duplicates the socket's descriptor so that it can move to another executor.
+#[allow(unsafe_code)]
+pub(super) fn duplicate_fd(stream: &TcpStream) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::BorrowedFd;
+    // SAFETY: the descriptor belongs to `stream`, which outlives this borrow; the duplicate is
+    // a new descriptor owned by the returned `OwnedFd`.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    borrowed.try_clone_to_owned()
+}
+
+/// Makes a descriptor handed over by another shard a stream of this executor.
+#[allow(unsafe_code)]
+pub(super) fn adopt_fd(fd: std::os::fd::OwnedFd) -> TcpStream {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    // SAFETY: `into_raw_fd` gives up ownership of an open socket descriptor; the stream takes
+    // it over and is its only owner. (glommio 0.9 builds streams from socket2 0.4, which has
+    // no safe conversion from `OwnedFd`.)
+    unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) }
+}
+
 /// Runs the server side of a TLS handshake on `tcp`, within `limit`. On failure the socket is
 /// handed back (a NATS client that spoke plaintext is told so in plaintext) with the reason.
 pub async fn handshake(

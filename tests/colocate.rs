@@ -1,0 +1,182 @@
+//! Co-location: a NATS connection that only publishes, and whose every message goes to one
+//! other shard, moves to that shard (`nats.colocate_publishers`). What a user checks: no
+//! message is lost, duplicated or reordered by the move, the client notices nothing, and
+//! the connection works on its new shard as before. Placement is read from the in-process
+//! broker's per-shard counters (isthmus only).
+
+mod common;
+
+use std::time::Duration;
+
+use async_nats::Client;
+use common::{counter, in_process_toml, nats_options, within};
+use futures::StreamExt;
+use isthmus::stats::ShardStats;
+
+const TEST_LIMIT: Duration = Duration::from_secs(30);
+
+fn skip() -> bool {
+    if common::peer() != common::Peer::Isthmus {
+        eprintln!("note: in-process isthmus test; skipped with ISTHMUS_TEST_PEER set");
+        return true;
+    }
+    false
+}
+
+/// Connects until a client lands on `shard` (`client_id % 2`: the shard that accepted it).
+async fn client_on(running: &isthmus::serve::Running, shard: usize) -> Client {
+    for _ in 0..64 {
+        let client = nats_options()
+            .connect(running.nats_addr().to_string())
+            .await
+            .expect("async-nats connect");
+        if client.server_info().client_id as usize % running.stats.len() == shard {
+            return client;
+        }
+    }
+    panic!("no connection landed on shard {shard}");
+}
+
+fn connections(running: &isthmus::serve::Running, shard: usize) -> u64 {
+    ShardStats::get(&running.stats[shard].connections)
+}
+
+/// Publishes `count` numbered messages to `subject` in rounds of `round`, sleeping `pause`
+/// between rounds.
+async fn publish_numbered(
+    publisher: &Client,
+    subject: &str,
+    count: usize,
+    round: usize,
+    pause: Duration,
+) {
+    for start in (0..count).step_by(round) {
+        for i in start..(start + round).min(count) {
+            publisher.publish(subject.to_string(), i.to_string().into()).await.expect("publish");
+        }
+        publisher.flush().await.expect("flush");
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+    }
+}
+
+/// Receives `count` messages and checks they are 0..count in order.
+async fn expect_numbered(subscriber: &mut async_nats::Subscriber, count: usize) {
+    for want in 0..count {
+        let message = tokio::time::timeout(Duration::from_secs(10), subscriber.next())
+            .await
+            .unwrap_or_else(|_| panic!("message {want} of {count} did not arrive"))
+            .expect("subscription open");
+        let got: usize = std::str::from_utf8(&message.payload).unwrap().parse().unwrap();
+        assert_eq!(got, want, "lost, duplicated or reordered");
+    }
+}
+
+/// Gives the broker time to act on what `client` sent (a move would have happened by then).
+async fn settle(client: &Client) {
+    client.flush().await.expect("flush");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_moves_to_its_subscribers_shard_and_loses_nothing() {
+    if skip() {
+        return;
+    }
+    let running = in_process_toml(2, "");
+    within(TEST_LIMIT, async {
+        let subscriber = client_on(&running, 0).await;
+        let mut messages = subscriber.subscribe("co.paced").await.unwrap();
+        let publisher = client_on(&running, 1).await;
+        common::sync_interest(&subscriber, &publisher).await;
+        assert_eq!((connections(&running, 0), connections(&running, 1)), (1, 1));
+
+        // 300 rounds 1 ms apart: well past the 20 ms streak that moves it.
+        const N: usize = 30_000;
+        let receiving = tokio::spawn(async move {
+            expect_numbered(&mut messages, N).await;
+            messages
+        });
+        publish_numbered(&publisher, "co.paced", N, 100, Duration::from_millis(1)).await;
+        let mut messages = receiving.await.expect("receiver");
+
+        assert_eq!(ShardStats::get(&running.stats[1].nats_moves), 1, "moved once");
+        assert_eq!((connections(&running, 0), connections(&running, 1)), (2, 0));
+        let crossed = counter(&running, |s| &s.mesh_msgs_out);
+        assert!(crossed < N as u64, "{crossed} of {N} messages still crossed shards");
+
+        // On its new shard the connection is a connection like any other: it subscribes and
+        // is delivered to, and what it publishes still arrives in order.
+        let mut own = publisher.subscribe("co.back").await.unwrap();
+        common::sync_interest(&publisher, &subscriber).await;
+        subscriber.publish("co.back", "hello".into()).await.unwrap();
+        subscriber.flush().await.unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(5), own.next()).await;
+        assert_eq!(back.expect("delivered after the move").unwrap().payload.as_ref(), b"hello");
+        publish_numbered(&publisher, "co.paced", 100, 100, Duration::ZERO).await;
+        expect_numbered(&mut messages, 100).await;
+        assert_eq!(counter(&running, |s| &s.slow_consumers), 0);
+    })
+    .await;
+    running.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_moved_at_full_rate_keeps_order() {
+    if skip() {
+        return;
+    }
+    let running = in_process_toml(2, "");
+    within(TEST_LIMIT, async {
+        let subscriber = client_on(&running, 1).await;
+        let mut messages = subscriber.subscribe("co.fast").await.unwrap();
+        let publisher = client_on(&running, 0).await;
+        common::sync_interest(&subscriber, &publisher).await;
+
+        // No pause: the reads are 64 KiB bursts that end inside a message, so the move carries
+        // the start of one over to the new shard.
+        const N: usize = 200_000;
+        let receiving = tokio::spawn(async move { expect_numbered(&mut messages, N).await });
+        publish_numbered(&publisher, "co.fast", N, 1000, Duration::ZERO).await;
+        receiving.await.expect("receiver");
+        assert_eq!(ShardStats::get(&running.stats[0].nats_moves), 1, "moved once");
+        assert_eq!((connections(&running, 0), connections(&running, 1)), (0, 2));
+    })
+    .await;
+    running.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishers_stay_with_colocation_off_or_with_subscriptions() {
+    if skip() {
+        return;
+    }
+    for (toml, subscribed) in
+        [("[nats]\ncolocate_publishers = false\n", false), ("", true)]
+    {
+        let running = in_process_toml(2, toml);
+        within(TEST_LIMIT, async {
+            let subscriber = client_on(&running, 0).await;
+            let mut messages = subscriber.subscribe("co.stay").await.unwrap();
+            let publisher = client_on(&running, 1).await;
+            // A subscription of its own (its replies, say) keeps a connection where it is:
+            // moving it would mean moving the subscription too.
+            let _own = if subscribed {
+                Some(publisher.subscribe("co.own").await.unwrap())
+            } else {
+                None
+            };
+            common::sync_interest(&subscriber, &publisher).await;
+            const N: usize = 5_000;
+            let receiving = tokio::spawn(async move { expect_numbered(&mut messages, N).await });
+            publish_numbered(&publisher, "co.stay", N, 50, Duration::from_millis(1)).await;
+            receiving.await.expect("receiver");
+            settle(&publisher).await;
+            assert_eq!(counter(&running, |s| &s.nats_moves), 0, "{toml:?} subscribed={subscribed}");
+            assert_eq!((connections(&running, 0), connections(&running, 1)), (1, 1));
+        })
+        .await;
+        running.stop();
+    }
+}
