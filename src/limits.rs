@@ -83,11 +83,6 @@ pub const MOVE_STREAK_BURSTS_MIN: u32 = 8;
 /// costs at most one move (a mesh round trip and a socket hand-off) per period.
 pub const MOVE_COOLDOWN: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// A shard takes a moving connection only while it holds at most this many connections
-/// above 5/4 of the per-shard average: many publishers of one subscriber must not all land
-/// on one core.
-pub const MOVE_SLACK_CONNECTIONS: u64 = 16;
-
 const _: () = assert!(SHARDS_MAX <= 64, "target shards are kept in a u64 mask");
 const _: () = assert!(READ_SPARE_BYTES_MIN < READ_CHUNK_BYTES);
 const _: () = assert!(READ_WINDOW_MIN <= READ_CHUNK_BYTES);

@@ -114,6 +114,7 @@ pub fn start(config: Config) -> Result<Running, String> {
         interest_issued: (0..shards).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
         auth,
         shard_stats: stats.clone(),
+        moves_in_flight: (0..shards).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
     });
     let config = Arc::new(config);
     let mesh: MeshBuilder<MeshItem, _> = MeshBuilder::full(shards, MESH_CHANNEL_BATCHES);

@@ -152,9 +152,7 @@ async fn publishers_stay_with_colocation_off_or_with_subscriptions() {
     if skip() {
         return;
     }
-    for (toml, subscribed) in
-        [("[nats]\ncolocate_publishers = false\n", false), ("", true)]
-    {
+    for (toml, subscribed) in [("[nats]\ncolocate_publishers = false\n", false), ("", true)] {
         let running = in_process_toml(2, toml);
         within(TEST_LIMIT, async {
             let subscriber = client_on(&running, 0).await;
@@ -162,11 +160,8 @@ async fn publishers_stay_with_colocation_off_or_with_subscriptions() {
             let publisher = client_on(&running, 1).await;
             // A subscription of its own (its replies, say) keeps a connection where it is:
             // moving it would mean moving the subscription too.
-            let _own = if subscribed {
-                Some(publisher.subscribe("co.own").await.unwrap())
-            } else {
-                None
-            };
+            let _own =
+                if subscribed { Some(publisher.subscribe("co.own").await.unwrap()) } else { None };
             common::sync_interest(&subscriber, &publisher).await;
             const N: usize = 5_000;
             let receiving = tokio::spawn(async move { expect_numbered(&mut messages, N).await });
@@ -179,4 +174,30 @@ async fn publishers_stay_with_colocation_off_or_with_subscriptions() {
         .await;
         running.stop();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_does_not_move_to_a_shard_with_more_connections() {
+    if skip() {
+        return;
+    }
+    let running = in_process_toml(2, "");
+    within(TEST_LIMIT, async {
+        // Two connections on the subscriber's shard, one on the publisher's: the move would
+        // leave three against none, so the publisher stays (as the publishers of a fan-in do).
+        let subscriber = client_on(&running, 0).await;
+        let _idle = client_on(&running, 0).await;
+        let mut messages = subscriber.subscribe("co.full").await.unwrap();
+        let publisher = client_on(&running, 1).await;
+        common::sync_interest(&subscriber, &publisher).await;
+        const N: usize = 5_000;
+        let receiving = tokio::spawn(async move { expect_numbered(&mut messages, N).await });
+        publish_numbered(&publisher, "co.full", N, 50, Duration::from_millis(1)).await;
+        receiving.await.expect("receiver");
+        settle(&publisher).await;
+        assert_eq!(counter(&running, |s| &s.nats_moves), 0);
+        assert_eq!((connections(&running, 0), connections(&running, 1)), (2, 1));
+    })
+    .await;
+    running.stop();
 }

@@ -64,11 +64,12 @@ pub async fn serve_nats(shard: Rc<Shard>, tcp: TcpStream) {
 }
 
 /// Serves a NATS connection that another shard moved here (see [`move_out`]).
-pub async fn serve_moved(shard: Rc<Shard>, moved: Box<Moved>) {
-    let Moved { fd, rest, moved_at, conn } = *moved;
+pub async fn serve_moved(shard: Rc<Shard>, moved: Moved) {
+    let Moved { fd, rest, moved_at, conn } = moved;
     let tcp = adopt_fd(fd);
     let deadline = std::time::Duration::from_millis(shard.config.nats.write_deadline_ms);
     if tcp.set_write_timeout(Some(deadline)).is_err() {
+        shard.move_arrived();
         return;
     }
     let slot = shard.open_moved(conn);
@@ -127,7 +128,12 @@ enum End {
     Moved,
 }
 
-async fn read_loop(shard: &Rc<Shard>, slot: u32, stream: Rc<RefCell<Stream>>, resume: Resume) -> End {
+async fn read_loop(
+    shard: &Rc<Shard>,
+    slot: u32,
+    stream: Rc<RefCell<Stream>>,
+    resume: Resume,
+) -> End {
     let Resume { mut buf, moved_at } = resume;
     let mut reader = Half(stream);
     let mut window = ReadWindow::default();
@@ -291,12 +297,13 @@ async fn move_out(
         last_sync: c.last_sync,
         out: std::mem::take(&mut c.out),
     });
+    tracing::debug!(cid = conn.cid, from = shard.id, to = target, "NATS connection moved");
     let moved = Moved { fd, rest: buf.to_vec(), moved_at: Instant::now(), conn };
     shard.mesh.push(target, MeshOp::Move(Box::new(moved)));
     shard.mesh.stage_all();
     // Our descriptor closes here; the duplicate keeps the socket open.
     drop(stream);
-    shard.release_moved(slot);
+    shard.release_moved(slot, target);
     Ok(())
 }
 
@@ -439,5 +446,59 @@ impl AsyncWrite for Half {
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bursts(streak: &mut Streak, mask: u64, n: u32) -> Option<usize> {
+        (0..n).map(|_| streak.after_burst(mask, 0)).last().flatten()
+    }
+
+    #[test]
+    fn a_streak_to_one_other_shard_asks_to_move_after_its_time_and_bursts() {
+        let mut streak = Streak::default();
+        assert_eq!(bursts(&mut streak, 0b10, MOVE_STREAK_BURSTS_MIN + 4), None, "too soon");
+        std::thread::sleep(MOVE_STREAK);
+        assert_eq!(streak.after_burst(0b10, 0), Some(1));
+        // Bursts that routed nothing neither end nor extend the run.
+        assert_eq!(streak.after_burst(0, 0), None);
+        assert_eq!(streak.after_burst(0b10, 0), Some(1));
+    }
+
+    #[test]
+    fn a_streak_needs_its_bursts_as_well_as_its_time() {
+        let mut streak = Streak::default();
+        assert_eq!(streak.after_burst(0b100, 0), None);
+        std::thread::sleep(MOVE_STREAK);
+        assert_eq!(bursts(&mut streak, 0b100, MOVE_STREAK_BURSTS_MIN - 2), None);
+        assert_eq!(streak.after_burst(0b100, 0), Some(2));
+    }
+
+    #[test]
+    fn local_deliveries_several_targets_or_another_target_restart_the_run() {
+        for breaker in [0b01, 0b11, 0b110] {
+            let mut streak = Streak::default();
+            bursts(&mut streak, 0b10, MOVE_STREAK_BURSTS_MIN);
+            std::thread::sleep(MOVE_STREAK);
+            assert_eq!(streak.after_burst(breaker, 0), None, "mask {breaker:#b}");
+            assert_eq!(
+                bursts(&mut streak, 0b10, MOVE_STREAK_BURSTS_MIN),
+                None,
+                "a new run after {breaker:#b}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_connection_that_moved_lately_waits_out_the_cooldown() {
+        let mut streak = Streak { moved_at: Some(Instant::now()), ..Streak::default() };
+        bursts(&mut streak, 0b10, MOVE_STREAK_BURSTS_MIN);
+        std::thread::sleep(MOVE_STREAK);
+        assert_eq!(streak.after_burst(0b10, 0), None);
+        streak.moved_at = Instant::now().checked_sub(MOVE_COOLDOWN);
+        assert_eq!(streak.after_burst(0b10, 0), Some(1));
     }
 }

@@ -82,6 +82,9 @@ pub struct Identity {
     /// Every shard's counters, by shard index (a moving connection's target checks the
     /// connection counts of all shards).
     pub shard_stats: Vec<Arc<ShardStats>>,
+    /// Per shard: NATS connections moved to it that it has not opened yet (so that several
+    /// publishers deciding at once do not all go to one shard).
+    pub moves_in_flight: Vec<std::sync::atomic::AtomicU64>,
 }
 
 /// The protocol options of a NATS connection (from CONNECT).
@@ -223,7 +226,7 @@ pub struct Shard {
     /// [`Shard::take_route_mask`]: how a NATS publisher finds where its subscribers are.
     route_mask: Cell<u64>,
     /// NATS connections other shards moved here, to be served.
-    moved_in: RefCell<Vec<Box<mesh::Moved>>>,
+    moved_in: RefCell<Vec<mesh::Moved>>,
 }
 
 impl Shard {
@@ -448,7 +451,8 @@ impl Shard {
 
     /// Frees the slot of a connection that moved to another shard: its socket and state went
     /// with it, it had no subscriptions.
-    pub fn release_moved(&self, slot: u32) {
+    pub fn release_moved(&self, slot: u32, target: usize) {
+        self.identity.moves_in_flight[target].fetch_add(1, Ordering::AcqRel);
         let conn = self.conns.borrow_mut().remove(slot as usize);
         debug_assert!(conn.sids.as_ref().is_none_or(|s| s.is_empty()));
         ShardStats::sub(&self.stats.connections, 1);
@@ -814,7 +818,7 @@ impl Shard {
                 }
                 MeshOp::Move(_) => {
                     if let MeshOp::Move(moved) = std::mem::replace(op, MeshOp::Taken) {
-                        self.moved_in.borrow_mut().push(moved);
+                        self.moved_in.borrow_mut().push(*moved);
                     }
                 }
                 MeshOp::Retain { .. } => {
@@ -1055,17 +1059,17 @@ impl Shard {
     }
 
     /// NATS connections moved here since the last call, to be served.
-    pub fn take_moved(&self) -> Vec<Box<mesh::Moved>> {
+    pub fn take_moved(&self) -> Vec<mesh::Moved> {
         std::mem::take(&mut *self.moved_in.borrow_mut())
     }
 
     /// Whether NATS connection `slot` may move to shard `target` now: co-location is on, the
     /// connection only publishes (no subscriptions: theirs would have to move with it), runs
     /// over plain TCP (a TLS session stays where it is) and is not closing, and `target`
-    /// holds at most [`MOVE_SLACK_CONNECTIONS`] connections above 5/4 of the per-shard
-    /// average.
-    ///
-    /// [`MOVE_SLACK_CONNECTIONS`]: crate::limits::MOVE_SLACK_CONNECTIONS
+    /// holds no more connections than this shard: after the move it has at most two more.
+    /// So a pair moves together, but many publishers of one subscriber stay spread over the
+    /// shards (on two cores all of 8->1 on one shard delivered 2.2-2.8 M msg/s where spread
+    /// it delivered 2.9-3.4: tuning/results/2026-12-01-colocate.md).
     pub fn may_move(&self, slot: u32, target: usize) -> bool {
         if !self.config.nats.colocate_publishers || target == self.id || target >= self.count {
             return false;
@@ -1079,21 +1083,23 @@ impl Shard {
         if !eligible {
             return false;
         }
-        let counts: SmallVec<[u64; 8]> = self
-            .identity
-            .shard_stats
-            .iter()
-            .map(|stats| ShardStats::get(&stats.connections))
-            .collect();
-        let at_target = counts[target];
-        let average = counts.iter().sum::<u64>() / counts.len() as u64;
-        at_target <= average * 5 / 4 + crate::limits::MOVE_SLACK_CONNECTIONS
+        let connections = |shard: usize| {
+            ShardStats::get(&self.identity.shard_stats[shard].connections)
+                + self.identity.moves_in_flight[shard].load(Ordering::Acquire)
+        };
+        connections(target) <= connections(self.id)
+    }
+
+    /// A connection moved here was opened (or failed to be): no longer in flight.
+    pub fn move_arrived(&self) {
+        self.identity.moves_in_flight[self.id].fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Opens the slot of a NATS connection another shard moved here and restores its state;
     /// returns the slot.
     pub fn open_moved(&self, moved: mesh::MovedConn) -> u32 {
         let slot = self.insert_conn(moved.addr, Protocol::Nats, moved.cid);
+        self.move_arrived();
         if let Some(grant) = moved.grant {
             self.admit(slot, grant);
         }

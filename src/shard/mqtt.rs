@@ -222,7 +222,6 @@ fn adopt_unix(pair: std::os::unix::net::UnixStream) -> glommio::net::UnixStream 
     unsafe { glommio::net::UnixStream::from_raw_fd(pair.into_raw_fd()) }
 }
 
-
 /// Reads until a whole CONNECT is decoded, at most `mqtt.connect_timeout_ms` after `started`.
 /// Answers and closes on anything else.
 async fn read_connect(
