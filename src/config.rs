@@ -22,6 +22,8 @@ pub struct Config {
     pub mqtt: MqttConfig,
     /// Client authentication: JWT keys and what an unauthenticated client may do.
     pub auth: AuthConfig,
+    /// The HTTP monitoring endpoint.
+    pub monitor: MonitorConfig,
     /// The directory of the file this config was read from; relative paths in the config (key
     /// files) resolve against it. `None` for the defaults or a config parsed from a string
     /// (relative paths then resolve against the current directory).
@@ -30,6 +32,14 @@ pub struct Config {
     /// The file this config was read from (SIGHUP reads it again for the token keys).
     #[serde(skip)]
     pub source: Option<PathBuf>,
+}
+
+/// `[monitor]`: the HTTP endpoint with the shards' counters (`/varz`, `/metrics`, `/healthz`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// Listen address; `None` (the default): no endpoint. Port 0 picks a free port.
+    pub listen: Option<SocketAddr>,
 }
 
 /// `[server]`: process-wide settings.

@@ -19,6 +19,7 @@ pub mod config;
 pub mod doctor;
 pub mod limits;
 pub mod message;
+pub mod monitor;
 pub mod protocol;
 pub mod router;
 pub mod serve;

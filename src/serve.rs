@@ -45,6 +45,7 @@ pub struct Running {
     /// Each shard's counters.
     pub stats: Vec<Arc<ShardStats>>,
     handles: Vec<glommio::ExecutorJoinHandle<()>>,
+    monitor: Option<crate::monitor::Monitor>,
 }
 
 impl Running {
@@ -63,8 +64,16 @@ impl Running {
         self.identity.mqtt_tls_addr
     }
 
+    /// The monitoring endpoint's address, if `[monitor] listen` is set.
+    pub fn monitor_addr(&self) -> Option<SocketAddr> {
+        self.monitor.as_ref().map(crate::monitor::Monitor::addr)
+    }
+
     /// Asks every shard to stop and waits for them.
     pub fn stop(self) {
+        if let Some(monitor) = self.monitor {
+            monitor.stop();
+        }
         self.identity.shutdown.store(true, Ordering::Relaxed);
         for handle in self.handles {
             let _ = handle.join();
@@ -168,7 +177,22 @@ pub fn start(config: Config) -> Result<Running, String> {
     }
     // Every shard listens now: the reservations can go.
     drop((nats_reservation, mqtt_reservation, mqtt_tls_reservation));
-    Ok(Running { identity, stats, handles })
+    let monitor = match config.monitor.listen {
+        None => None,
+        Some(addr) => {
+            match crate::monitor::Monitor::start(addr, Arc::clone(&identity), stats.clone()) {
+                Ok(monitor) => Some(monitor),
+                Err(error) => {
+                    identity.shutdown.store(true, Ordering::Relaxed);
+                    for handle in handles {
+                        let _ = handle.join();
+                    }
+                    return Err(startup_error(&error));
+                }
+            }
+        }
+    };
+    Ok(Running { identity, stats, handles, monitor })
 }
 
 /// `isthmus serve`: start, print the ready line, run until SIGINT/SIGTERM, stop.
@@ -187,8 +211,12 @@ pub fn run(config: Config) -> Result<(), String> {
     let shards = running.stats.len();
     tracing::info!(nats = %running.nats_addr(), mqtt = %running.mqtt_addr(), shards, "isthmus is ready");
     {
-        // The TLS listener, when there is one, is appended so the line keeps its form.
-        let tls = running.mqtt_tls_addr().map(|a| format!(" mqtt_tls={a}")).unwrap_or_default();
+        // The TLS listener and the monitor, when there are, are appended so the line keeps
+        // its form.
+        let mut tls = running.mqtt_tls_addr().map(|a| format!(" mqtt_tls={a}")).unwrap_or_default();
+        if let Some(addr) = running.monitor_addr() {
+            tls.push_str(&format!(" monitor={addr}"));
+        }
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(
             stdout,

@@ -3,92 +3,144 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Counters of one shard. Only the owning shard writes them.
-#[derive(Debug, Default)]
-pub struct ShardStats {
+/// Defines [`ShardStats`] from a list of documented `counter name` / `gauge name` lines, and
+/// [`ShardStats::FIELDS`] with each one's name, kind and doc text (what the monitoring endpoint
+/// prints), so a new counter cannot be left out of it.
+macro_rules! shard_stats {
+    ($($(#[doc = $doc:literal])* $kind:ident $name:ident,)*) => {
+        /// Counters of one shard. Only the owning shard writes them.
+        #[derive(Debug, Default)]
+        pub struct ShardStats {
+            $($(#[doc = $doc])* pub $name: AtomicU64,)*
+        }
+
+        impl ShardStats {
+            /// Every field: name, kind and doc text, in declaration order.
+            pub const FIELDS: &'static [Field] = &[
+                $(Field {
+                    name: stringify!($name),
+                    kind: Kind::$kind,
+                    help: concat!($($doc),*),
+                    get: |stats| &stats.$name,
+                },)*
+            ];
+        }
+    };
+}
+
+/// What a field of [`ShardStats`] counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
+pub enum Kind {
+    /// Only grows (events since start).
+    counter,
+    /// Goes up and down (things held now).
+    gauge,
+}
+
+/// One field of [`ShardStats`], for printing them all.
+#[derive(Clone, Copy)]
+pub struct Field {
+    /// The field's name.
+    pub name: &'static str,
+    /// Counter or gauge.
+    pub kind: Kind,
+    /// Its doc comment.
+    pub help: &'static str,
+    /// Reads it.
+    pub get: fn(&ShardStats) -> &AtomicU64,
+}
+
+impl std::fmt::Debug for Field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Field").field("name", &self.name).field("kind", &self.kind).finish()
+    }
+}
+
+shard_stats! {
     /// Messages received from clients.
-    pub in_msgs: AtomicU64,
+    counter in_msgs,
     /// Header + payload bytes received from clients.
-    pub in_bytes: AtomicU64,
+    counter in_bytes,
     /// Messages delivered to clients.
-    pub out_msgs: AtomicU64,
+    counter out_msgs,
     /// Header + payload bytes delivered to clients.
-    pub out_bytes: AtomicU64,
+    counter out_bytes,
     /// Open connections.
-    pub connections: AtomicU64,
+    gauge connections,
     /// Connections accepted since start.
-    pub total_connections: AtomicU64,
+    counter total_connections,
     /// Connections closed as slow consumers.
-    pub slow_consumers: AtomicU64,
+    counter slow_consumers,
     /// Connections closed as stale (unanswered PINGs).
-    pub stale_connections: AtomicU64,
+    counter stale_connections,
     /// Connections closed for protocol errors.
-    pub protocol_errors: AtomicU64,
+    counter protocol_errors,
     /// Messages dropped because their connection was a slow consumer (the pending output
     /// discarded when it was closed counts here, one per message that could not be queued).
-    pub dropped_slow_consumer: AtomicU64,
+    counter dropped_slow_consumer,
     /// Messages sent to this shard for a queue group that had no member left here.
-    pub dropped_no_queue_member: AtomicU64,
+    counter dropped_no_queue_member,
     /// Times a producer (a publishing connection or a mesh receiver) waited for consumers
     /// over 3/4 of max_pending.
-    pub producer_stalls: AtomicU64,
+    counter producer_stalls,
     /// Publishes that waited for another shard's in-flight interest change.
-    pub interest_waits: AtomicU64,
+    counter interest_waits,
     /// Local subscriptions.
-    pub subscriptions: AtomicU64,
+    gauge subscriptions,
     /// Batches sent to other shards.
-    pub mesh_batches_out: AtomicU64,
+    counter mesh_batches_out,
     /// Messages sent to other shards.
-    pub mesh_msgs_out: AtomicU64,
+    counter mesh_msgs_out,
     /// MQTT sessions held (online and offline).
-    pub mqtt_sessions: AtomicU64,
+    gauge mqtt_sessions,
     /// MQTT connections handed to their session's home shard by this shard.
-    pub mqtt_handoffs: AtomicU64,
+    counter mqtt_handoffs,
     /// NATS connections moved from this shard to the shard their messages go to.
-    pub nats_moves: AtomicU64,
+    counter nats_moves,
     /// MQTT sessions taken over by a new connection with the same client id.
-    pub mqtt_takeovers: AtomicU64,
+    counter mqtt_takeovers,
     /// Will messages published.
-    pub mqtt_wills_published: AtomicU64,
+    counter mqtt_wills_published,
     /// QoS 0 deliveries dropped: the connection's unsent output was over mqtt.max_pending_bytes,
     /// or the session was offline.
-    pub mqtt_dropped_qos0: AtomicU64,
+    counter mqtt_dropped_qos0,
     /// QoS 1/2 deliveries dropped because the session queue held mqtt.max_queued_messages.
-    pub mqtt_dropped_queue_full: AtomicU64,
+    counter mqtt_dropped_queue_full,
     /// Deliveries to MQTT skipped because the NATS subject has no MQTT topic form.
-    pub mqtt_dropped_no_topic: AtomicU64,
+    counter mqtt_dropped_no_topic,
     /// Deliveries whose Message Expiry passed before they could be sent.
-    pub mqtt_dropped_expired: AtomicU64,
+    counter mqtt_dropped_expired,
     /// Deliveries larger than the client's Maximum Packet Size.
-    pub mqtt_dropped_too_large: AtomicU64,
+    counter mqtt_dropped_too_large,
     /// Queued or unacknowledged deliveries discarded when their session ended.
-    pub mqtt_dropped_session_end: AtomicU64,
+    counter mqtt_dropped_session_end,
     /// MQTT publishes (and wills) whose topic has no NATS subject form (e.g. a space), dropped.
-    pub mqtt_dropped_bad_topic: AtomicU64,
+    counter mqtt_dropped_bad_topic,
     /// MQTT connections dormant now (quiet for mqtt.dormant_after_ms; no tasks or buffers).
-    pub mqtt_dormant: AtomicU64,
+    gauge mqtt_dormant,
     /// Times a dormant MQTT connection was woken (by input, output or its close).
-    pub mqtt_woken: AtomicU64,
+    counter mqtt_woken,
     /// PINGREQs answered for dormant MQTT connections without waking them.
-    pub mqtt_dormant_pings: AtomicU64,
+    counter mqtt_dormant_pings,
     /// Times the shard asked the allocator to return freed memory after a wave of connections
     /// went dormant ([`crate::limits::DORMANT_RELEASE_MIN`]).
-    pub memory_releases: AtomicU64,
+    counter memory_releases,
     /// Connections refused by authentication (bad, expired or missing token; no permissions).
-    pub auth_refused: AtomicU64,
+    counter auth_refused,
     /// Publishes a connection's token does not allow (dropped, refused or answered with an error).
-    pub auth_publish_denied: AtomicU64,
+    counter auth_publish_denied,
     /// Subscriptions a connection's token does not allow.
-    pub auth_subscribe_denied: AtomicU64,
+    counter auth_subscribe_denied,
     /// Deliveries withheld from a wildcard subscription by a deny rule of its token.
-    pub auth_deliveries_denied: AtomicU64,
+    counter auth_deliveries_denied,
     /// Connections closed because their token expired.
-    pub auth_expired: AtomicU64,
+    counter auth_expired,
     /// Stored subscriptions of a resumed session that its new token no longer allows (removed).
-    pub auth_subscriptions_revoked: AtomicU64,
+    counter auth_subscriptions_revoked,
     /// TLS handshakes that failed or timed out (NATS and MQTT listeners), including plaintext
     /// clients on a TLS-only NATS listener.
-    pub tls_handshake_failures: AtomicU64,
+    counter tls_handshake_failures,
 }
 
 impl ShardStats {
