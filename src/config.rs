@@ -86,6 +86,12 @@ pub struct NatsConfig {
     /// Move a publishing connection without subscriptions to the shard all its messages go
     /// to (docs/architecture.md, "Co-location").
     pub colocate_publishers: bool,
+    /// Fastest a publisher may read, in bytes per second over its streak, and still move: a
+    /// slow pair gains most from sharing a core (at 20k msg/s a split pair had twice the
+    /// latency and CPU per message), a fast one keeps two cores working on its messages in a
+    /// pipeline (nats->mqtt at about 100 MB/s: 3.07 M msg/s split, 2.37 M together;
+    /// tuning/results/2026-12-01-colocate.md).
+    pub colocate_max_bytes_per_s: u64,
     /// `[nats.tls]`: when present, the NATS listener requires TLS (INFO in plaintext with
     /// `tls_required`, then the handshake, then CONNECT), as nats-server does.
     pub tls: Option<NatsTlsConfig>,
@@ -331,6 +337,7 @@ impl Default for NatsConfig {
             ping_max: 2,
             write_deadline_ms: 10_000,
             colocate_publishers: true,
+            colocate_max_bytes_per_s: 16 * 1024 * 1024,
             tls: None,
         }
     }

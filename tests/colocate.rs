@@ -127,7 +127,9 @@ async fn a_publisher_moved_at_full_rate_keeps_order() {
     if skip() {
         return;
     }
-    let running = in_process_toml(2, "");
+    // By default a publisher this fast stays where it is (`colocate_max_bytes_per_s`); the cap
+    // is lifted so that the move happens under full load.
+    let running = in_process_toml(2, "[nats]\ncolocate_max_bytes_per_s = 100000000000\n");
     within(TEST_LIMIT, async {
         let subscriber = client_on(&running, 1).await;
         let mut messages = subscriber.subscribe("co.fast").await.unwrap();
@@ -148,11 +150,16 @@ async fn a_publisher_moved_at_full_rate_keeps_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn publishers_stay_with_colocation_off_or_with_subscriptions() {
+async fn publishers_stay_with_colocation_off_with_subscriptions_or_when_fast() {
     if skip() {
         return;
     }
-    for (toml, subscribed) in [("[nats]\ncolocate_publishers = false\n", false), ("", true)] {
+    for (toml, subscribed) in [
+        ("[nats]\ncolocate_publishers = false\n", false),
+        ("", true),
+        // 5,000 messages of ~20 bytes in 100 ms read far more than 1 kB/s.
+        ("[nats]\ncolocate_max_bytes_per_s = 1000\n", false),
+    ] {
         let running = in_process_toml(2, toml);
         within(TEST_LIMIT, async {
             let subscriber = client_on(&running, 0).await;

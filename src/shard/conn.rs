@@ -137,7 +137,8 @@ async fn read_loop(
     let Resume { mut buf, moved_at } = resume;
     let mut reader = Half(stream);
     let mut window = ReadWindow::default();
-    let mut streak = Streak { moved_at, ..Streak::default() };
+    let rate_max = shard.config.nats.colocate_max_bytes_per_s;
+    let mut streak = Streak { moved_at, rate_max, ..Streak::default() };
     loop {
         window.give_back_idle(&mut buf);
         let Some((n, room)) = read_some(shard, slot, &mut reader, &mut buf, window.get()).await
@@ -189,14 +190,14 @@ async fn read_loop(
         if waited {
             continue;
         }
-        if let Some(target) = streak.after_burst(mask, shard.id) {
+        if let Some(target) = streak.after_burst(mask, shard.id, n) {
             if shard.may_move(slot, target) {
                 match move_out(shard, slot, reader.0, &mut buf, target).await {
                     Ok(()) => return End::Moved,
                     Err(stream) => reader = Half(stream),
                 }
             }
-            streak = Streak { moved_at: streak.moved_at, ..Streak::default() };
+            streak = Streak { moved_at: streak.moved_at, rate_max, ..Streak::default() };
         }
     }
 }
@@ -211,16 +212,21 @@ struct Streak {
     since: Option<Instant>,
     /// Bursts with routed messages in the run.
     bursts: u32,
+    /// Bytes those bursts read.
+    bytes: u64,
+    /// Most bytes a second a run may read and still move (`nats.colocate_max_bytes_per_s`).
+    rate_max: u64,
     /// When the connection last moved.
     moved_at: Option<Instant>,
 }
 
 impl Streak {
     /// Takes one burst's target mask (bit per shard its messages went to; 0: it routed
-    /// nothing, which neither extends nor ends a run). Returns the shard to move to once the
-    /// run is [`MOVE_STREAK`] long over at least [`MOVE_STREAK_BURSTS_MIN`] bursts, and the
-    /// last move is [`MOVE_COOLDOWN`] ago.
-    fn after_burst(&mut self, mask: u64, own: usize) -> Option<usize> {
+    /// nothing, which neither extends nor ends a run) and the bytes it read. Returns the
+    /// shard to move to once the run is [`MOVE_STREAK`] long over at least
+    /// [`MOVE_STREAK_BURSTS_MIN`] bursts, read at most `rate_max` bytes a second, and
+    /// the last move is [`MOVE_COOLDOWN`] ago. A faster run starts over.
+    fn after_burst(&mut self, mask: u64, own: usize, read: usize) -> Option<usize> {
         if mask == 0 {
             return None;
         }
@@ -230,16 +236,24 @@ impl Streak {
             return None;
         }
         if self.since.is_none() || self.target != target {
-            *self = Streak { target, since: Some(Instant::now()), bursts: 0, ..*self };
+            *self = Streak { target, since: Some(Instant::now()), bursts: 0, bytes: 0, ..*self };
         }
         self.bursts += 1;
+        self.bytes += read as u64;
         if self.bursts < MOVE_STREAK_BURSTS_MIN {
             return None;
         }
         let now = Instant::now();
-        let long = self.since.is_some_and(|since| now.duration_since(since) >= MOVE_STREAK);
+        let elapsed = self.since.map_or(std::time::Duration::ZERO, |since| now - since);
+        if elapsed < MOVE_STREAK {
+            return None;
+        }
+        if self.bytes as f64 / elapsed.as_secs_f64() > self.rate_max as f64 {
+            self.since = None;
+            return None;
+        }
         let rested = self.moved_at.is_none_or(|at| now.duration_since(at) >= MOVE_COOLDOWN);
-        (long && rested).then_some(target)
+        rested.then_some(target)
     }
 }
 
@@ -453,37 +467,43 @@ impl AsyncWrite for Half {
 mod tests {
     use super::*;
 
+    const RATE_MAX: u64 = 16 * 1024 * 1024;
+
+    fn streak() -> Streak {
+        Streak { rate_max: RATE_MAX, ..Streak::default() }
+    }
+
     fn bursts(streak: &mut Streak, mask: u64, n: u32) -> Option<usize> {
-        (0..n).map(|_| streak.after_burst(mask, 0)).last().flatten()
+        (0..n).map(|_| streak.after_burst(mask, 0, 100)).last().flatten()
     }
 
     #[test]
     fn a_streak_to_one_other_shard_asks_to_move_after_its_time_and_bursts() {
-        let mut streak = Streak::default();
+        let mut streak = streak();
         assert_eq!(bursts(&mut streak, 0b10, MOVE_STREAK_BURSTS_MIN + 4), None, "too soon");
         std::thread::sleep(MOVE_STREAK);
-        assert_eq!(streak.after_burst(0b10, 0), Some(1));
+        assert_eq!(streak.after_burst(0b10, 0, 100), Some(1));
         // Bursts that routed nothing neither end nor extend the run.
-        assert_eq!(streak.after_burst(0, 0), None);
-        assert_eq!(streak.after_burst(0b10, 0), Some(1));
+        assert_eq!(streak.after_burst(0, 0, 100), None);
+        assert_eq!(streak.after_burst(0b10, 0, 100), Some(1));
     }
 
     #[test]
     fn a_streak_needs_its_bursts_as_well_as_its_time() {
-        let mut streak = Streak::default();
-        assert_eq!(streak.after_burst(0b100, 0), None);
+        let mut streak = streak();
+        assert_eq!(streak.after_burst(0b100, 0, 100), None);
         std::thread::sleep(MOVE_STREAK);
         assert_eq!(bursts(&mut streak, 0b100, MOVE_STREAK_BURSTS_MIN - 2), None);
-        assert_eq!(streak.after_burst(0b100, 0), Some(2));
+        assert_eq!(streak.after_burst(0b100, 0, 100), Some(2));
     }
 
     #[test]
     fn local_deliveries_several_targets_or_another_target_restart_the_run() {
         for breaker in [0b01, 0b11, 0b110] {
-            let mut streak = Streak::default();
+            let mut streak = streak();
             bursts(&mut streak, 0b10, MOVE_STREAK_BURSTS_MIN);
             std::thread::sleep(MOVE_STREAK);
-            assert_eq!(streak.after_burst(breaker, 0), None, "mask {breaker:#b}");
+            assert_eq!(streak.after_burst(breaker, 0, 100), None, "mask {breaker:#b}");
             assert_eq!(
                 bursts(&mut streak, 0b10, MOVE_STREAK_BURSTS_MIN),
                 None,
@@ -493,12 +513,27 @@ mod tests {
     }
 
     #[test]
-    fn a_connection_that_moved_lately_waits_out_the_cooldown() {
-        let mut streak = Streak { moved_at: Some(Instant::now()), ..Streak::default() };
+    fn a_publisher_reading_faster_than_the_cap_stays_and_starts_over() {
+        let mut streak = streak();
+        let fast = RATE_MAX as usize; // a second's worth per burst
+        bursts(&mut streak, 0b10, MOVE_STREAK_BURSTS_MIN);
+        streak.after_burst(0b10, 0, fast);
+        std::thread::sleep(MOVE_STREAK);
+        assert_eq!(streak.after_burst(0b10, 0, fast), None, "too fast to move");
+        assert!(streak.since.is_none(), "the run starts over");
+        // The same pair slowed down moves after a run of its own.
         bursts(&mut streak, 0b10, MOVE_STREAK_BURSTS_MIN);
         std::thread::sleep(MOVE_STREAK);
-        assert_eq!(streak.after_burst(0b10, 0), None);
+        assert_eq!(streak.after_burst(0b10, 0, 100), Some(1));
+    }
+
+    #[test]
+    fn a_connection_that_moved_lately_waits_out_the_cooldown() {
+        let mut streak = Streak { moved_at: Some(Instant::now()), ..streak() };
+        bursts(&mut streak, 0b10, MOVE_STREAK_BURSTS_MIN);
+        std::thread::sleep(MOVE_STREAK);
+        assert_eq!(streak.after_burst(0b10, 0, 100), None);
         streak.moved_at = Instant::now().checked_sub(MOVE_COOLDOWN);
-        assert_eq!(streak.after_burst(0b10, 0), Some(1));
+        assert_eq!(streak.after_burst(0b10, 0, 100), Some(1));
     }
 }
