@@ -213,14 +213,15 @@ pub fn run(config: Config) -> Result<(), String> {
     {
         // The TLS listener and the monitor, when there are, are appended so the line keeps
         // its form.
-        let mut tls = running.mqtt_tls_addr().map(|a| format!(" mqtt_tls={a}")).unwrap_or_default();
+        let mut more =
+            running.mqtt_tls_addr().map(|a| format!(" mqtt_tls={a}")).unwrap_or_default();
         if let Some(addr) = running.monitor_addr() {
-            tls.push_str(&format!(" monitor={addr}"));
+            more.push_str(&format!(" monitor={addr}"));
         }
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(
             stdout,
-            "ready nats={} mqtt={} shards={shards}{tls}",
+            "ready nats={} mqtt={} shards={shards}{more}",
             running.nats_addr(),
             running.mqtt_addr()
         );

@@ -1068,8 +1068,8 @@ impl Shard {
     /// over plain TCP (a TLS session stays where it is) and is not closing, and `target`
     /// holds no more connections than this shard: after the move it has at most two more.
     /// So a pair moves together, but many publishers of one subscriber stay spread over the
-    /// shards (on two cores all of 8->1 on one shard delivered 2.2-2.8 M msg/s where spread
-    /// it delivered 2.9-3.4: tuning/results/2026-12-01-colocate.md).
+    /// shards (8->1 with the publishers piled onto the subscriber's shard delivered 2.18,
+    /// 2.57, 2.80 and 3.57 M msg/s against 2.93-3.40 spread: tuning/results/2026-12-01-colocate.md).
     pub fn may_move(&self, slot: u32, target: usize) -> bool {
         if !self.config.nats.colocate_publishers || target == self.id || target >= self.count {
             return false;
