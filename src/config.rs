@@ -63,6 +63,16 @@ pub struct ServerConfig {
     /// Let the allocator use transparent huge pages. Applied by the `isthmus` binary;
     /// MIMALLOC_ALLOW_THP in the environment wins.
     pub allocator_huge_pages: bool,
+    /// Move a publishing connection without subscriptions (NATS, or MQTT with a session that
+    /// ends with it) to the shard all its messages go to (docs/architecture.md,
+    /// "Co-location").
+    pub colocate_publishers: bool,
+    /// Fastest a publisher may read, in bytes per second over its streak, and still move: a
+    /// slow pair gains most from sharing a core (at 20k msg/s a split pair had twice the
+    /// latency and CPU per message), a fast one keeps two cores working on its messages in a
+    /// pipeline (nats->mqtt at about 100 MB/s: 3.07 M msg/s split, 2.37 M together;
+    /// tuning/results/2026-12-01-colocate.md).
+    pub colocate_max_bytes_per_s: u64,
 }
 
 /// `[nats]`: the NATS client listener and its limits.
@@ -83,15 +93,6 @@ pub struct NatsConfig {
     pub ping_max: u32,
     /// Longest a single write to a client may block, in milliseconds.
     pub write_deadline_ms: u64,
-    /// Move a publishing connection without subscriptions to the shard all its messages go
-    /// to (docs/architecture.md, "Co-location").
-    pub colocate_publishers: bool,
-    /// Fastest a publisher may read, in bytes per second over its streak, and still move: a
-    /// slow pair gains most from sharing a core (at 20k msg/s a split pair had twice the
-    /// latency and CPU per message), a fast one keeps two cores working on its messages in a
-    /// pipeline (nats->mqtt at about 100 MB/s: 3.07 M msg/s split, 2.37 M together;
-    /// tuning/results/2026-12-01-colocate.md).
-    pub colocate_max_bytes_per_s: u64,
     /// `[nats.tls]`: when present, the NATS listener requires TLS (INFO in plaintext with
     /// `tls_required`, then the handshake, then CONNECT), as nats-server does.
     pub tls: Option<NatsTlsConfig>,
@@ -322,6 +323,8 @@ impl Default for ServerConfig {
             spin_before_park_us: 0,
             allocator_purge_delay_ms: 10_000,
             allocator_huge_pages: false,
+            colocate_publishers: true,
+            colocate_max_bytes_per_s: 16 * 1024 * 1024,
         }
     }
 }
@@ -336,8 +339,6 @@ impl Default for NatsConfig {
             ping_interval_ms: 120_000,
             ping_max: 2,
             write_deadline_ms: 10_000,
-            colocate_publishers: true,
-            colocate_max_bytes_per_s: 16 * 1024 * 1024,
             tls: None,
         }
     }

@@ -1,5 +1,5 @@
 //! Co-location: a NATS connection that only publishes, and whose every message goes to one
-//! other shard, moves to that shard (`nats.colocate_publishers`). What a user checks: no
+//! other shard, moves to that shard (`server.colocate_publishers`). What a user checks: no
 //! message is lost, duplicated or reordered by the move, the client notices nothing, and
 //! the connection works on its new shard as before. Placement is read from the in-process
 //! broker's per-shard counters (isthmus only).
@@ -129,7 +129,7 @@ async fn a_publisher_moved_at_full_rate_keeps_order() {
     }
     // By default a publisher this fast stays where it is (`colocate_max_bytes_per_s`); the cap
     // is lifted so that the move happens under full load.
-    let running = in_process_toml(2, "[nats]\ncolocate_max_bytes_per_s = 100000000000\n");
+    let running = in_process_toml(2, "[server]\ncolocate_max_bytes_per_s = 100000000000\n");
     within(TEST_LIMIT, async {
         let subscriber = client_on(&running, 1).await;
         let mut messages = subscriber.subscribe("co.fast").await.unwrap();
@@ -155,10 +155,10 @@ async fn publishers_stay_with_colocation_off_with_subscriptions_or_when_fast() {
         return;
     }
     for (toml, subscribed) in [
-        ("[nats]\ncolocate_publishers = false\n", false),
+        ("[server]\ncolocate_publishers = false\n", false),
         ("", true),
         // 5,000 messages of ~20 bytes in 100 ms read far more than 1 kB/s.
-        ("[nats]\ncolocate_max_bytes_per_s = 1000\n", false),
+        ("[server]\ncolocate_max_bytes_per_s = 1000\n", false),
     ] {
         let running = in_process_toml(2, toml);
         within(TEST_LIMIT, async {

@@ -137,7 +137,7 @@ async fn read_loop(
     let Resume { mut buf, moved_at } = resume;
     let mut reader = Half(stream);
     let mut window = ReadWindow::default();
-    let rate_max = shard.config.nats.colocate_max_bytes_per_s;
+    let rate_max = shard.config.server.colocate_max_bytes_per_s;
     let mut streak = Streak { moved_at, rate_max, ..Streak::default() };
     loop {
         window.give_back_idle(&mut buf);
@@ -214,7 +214,7 @@ struct Streak {
     bursts: u32,
     /// Bytes those bursts read.
     bytes: u64,
-    /// Most bytes a second a run may read and still move (`nats.colocate_max_bytes_per_s`).
+    /// Most bytes a second a run may read and still move (`server.colocate_max_bytes_per_s`).
     rate_max: u64,
     /// When the connection last moved.
     moved_at: Option<Instant>,

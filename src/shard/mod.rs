@@ -1071,7 +1071,7 @@ impl Shard {
     /// shards (8->1 with the publishers piled onto the subscriber's shard delivered 2.18,
     /// 2.57, 2.80 and 3.57 M msg/s against 2.93-3.40 spread: tuning/results/2026-12-01-colocate.md).
     pub fn may_move(&self, slot: u32, target: usize) -> bool {
-        if !self.config.nats.colocate_publishers || target == self.id || target >= self.count {
+        if !self.config.server.colocate_publishers || target == self.id || target >= self.count {
             return false;
         }
         let eligible = self.with_conn(slot, |c| {
