@@ -282,6 +282,11 @@ async fn run_shard(
                         MeshItem::Batch(mut ops) => {
                             shard.receive(peer, &mut ops);
                             shard.mesh.recycle(peer, ops);
+                            for (slot, moved) in shard.take_mqtt_moved() {
+                                let serve =
+                                    crate::shard::mqtt::serve_moved(Rc::clone(&shard), slot, moved);
+                                glommio::spawn_local(serve).detach();
+                            }
                             for adopt in shard.take_adopted() {
                                 let serve =
                                     crate::shard::mqtt::serve_adopted(Rc::clone(&shard), adopt);

@@ -98,6 +98,9 @@ shard_stats! {
     counter mqtt_handoffs,
     /// NATS connections moved from this shard to the shard their messages go to.
     counter nats_moves,
+    /// MQTT connections moved, with their sessions, from this shard (their home) to the shard
+    /// their messages go to.
+    counter mqtt_moves,
     /// MQTT sessions taken over by a new connection with the same client id.
     counter mqtt_takeovers,
     /// Will messages published.

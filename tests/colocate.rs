@@ -208,3 +208,138 @@ async fn a_publisher_does_not_move_to_a_shard_with_more_connections() {
     .await;
     running.stop();
 }
+
+// ---------------------------------------------------------------------------------------------
+// MQTT publishers move with their session; their client id follows them.
+
+use common::mqtt::{connect_packet, publish_packet, RawMqtt};
+use isthmus::protocol::mqtt::codec::encode;
+use isthmus::protocol::mqtt::interop::home_shard;
+use isthmus::protocol::mqtt::packet::{Packet, QoS, Version, Will, WillProperties};
+
+/// A client id whose home is `shard` of 2.
+fn id_at_home(shard: usize, prefix: &str) -> String {
+    (0..).map(|i| format!("{prefix}-{i}")).find(|id| home_shard(id.as_bytes(), 2) == shard).unwrap()
+}
+
+fn gauge(
+    running: &isthmus::serve::Running,
+    shard: usize,
+    field: fn(&ShardStats) -> &std::sync::atomic::AtomicU64,
+) -> u64 {
+    ShardStats::get(field(&running.stats[shard]))
+}
+
+/// Waits up to 5 s for `check`.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("not within 5 s: {what}");
+}
+
+/// Publishes `count` numbered QoS 0 messages to `topic` in rounds of 100, 1 ms apart.
+async fn mqtt_publish_numbered(publisher: &mut RawMqtt, topic: &str, from: usize, count: usize) {
+    let mut out = bytes::BytesMut::new();
+    for start in (from..from + count).step_by(100) {
+        out.clear();
+        for i in start..(start + 100).min(from + count) {
+            let publish = publish_packet(topic, QoS::AtMostOnce, 0, i.to_string().as_bytes());
+            encode(&Packet::Publish(publish), publisher.version, &mut out);
+        }
+        publisher.send_bytes(&out).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mqtt_publisher_moves_with_its_session_and_its_client_id_follows() {
+    if skip() {
+        return;
+    }
+    let running = in_process_toml(2, "");
+    let mqtt = running.mqtt_addr().to_string();
+    within(TEST_LIMIT, async {
+        let subscriber = client_on(&running, 1).await;
+        let mut messages = subscriber.subscribe("co.mqtt").await.unwrap();
+        subscriber.flush().await.unwrap();
+        let id = id_at_home(0, "co-pub");
+        let (mut publisher, _) = RawMqtt::connect_as(&mqtt, Version::V5_0, &id, true).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+
+        const N: usize = 20_000;
+        let receiving = tokio::spawn(async move {
+            expect_numbered(&mut messages, N).await;
+            messages
+        });
+        mqtt_publish_numbered(&mut publisher, "co/mqtt", 0, N).await;
+        let mut messages = receiving.await.expect("receiver");
+        assert_eq!(gauge(&running, 0, |s| &s.mqtt_moves), 1, "moved once");
+        assert_eq!((connections(&running, 0), connections(&running, 1)), (0, 2));
+        assert_eq!(
+            (gauge(&running, 0, |s| &s.mqtt_sessions), gauge(&running, 1, |s| &s.mqtt_sessions)),
+            (0, 1)
+        );
+
+        // The same client id again: the home shard forwards it to the session, which is
+        // taken over there (the moved connection is told, 0x8E), and it publishes on.
+        let (mut second, _) = RawMqtt::connect_as(&mqtt, Version::V5_0, &id, true).await;
+        publisher.expect_disconnect(0x8E).await;
+        assert_eq!(counter(&running, |s| &s.mqtt_takeovers), 1);
+        let publish = publish_packet("co/mqtt", QoS::AtMostOnce, 0, b"0");
+        second.send(&Packet::Publish(publish)).await;
+        expect_numbered(&mut messages, 1).await;
+        assert_eq!(gauge(&running, 1, |s| &s.mqtt_sessions), 1);
+
+        // Once that session ends, the client id is at home again.
+        second.disconnect().await;
+        eventually("the moved session ended", || gauge(&running, 1, |s| &s.mqtt_sessions) == 0)
+            .await;
+        let (_third, _) = RawMqtt::connect_as(&mqtt, Version::V3_1_1, &id, true).await;
+        eventually("a new session at home", || gauge(&running, 0, |s| &s.mqtt_sessions) == 1).await;
+        assert_eq!(gauge(&running, 1, |s| &s.mqtt_sessions), 0);
+    })
+    .await;
+    running.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_mqtt_publisher_that_drops_sends_its_will() {
+    if skip() {
+        return;
+    }
+    let running = in_process_toml(2, "");
+    let mqtt = running.mqtt_addr().to_string();
+    within(TEST_LIMIT, async {
+        let subscriber = client_on(&running, 1).await;
+        let mut messages = subscriber.subscribe("co.willed").await.unwrap();
+        let mut wills = subscriber.subscribe("co.will").await.unwrap();
+        subscriber.flush().await.unwrap();
+        let id = id_at_home(0, "co-will");
+        let mut connect = connect_packet(Version::V3_1_1, &id, true);
+        connect.will = Some(Will {
+            topic: "co/will".into(),
+            payload: "gone".into(),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: WillProperties::default(),
+        });
+        let (mut publisher, _) = RawMqtt::handshake(&mqtt, connect).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        const N: usize = 5_000;
+        let receiving = tokio::spawn(async move { expect_numbered(&mut messages, N).await });
+        mqtt_publish_numbered(&mut publisher, "co/willed", 0, N).await;
+        receiving.await.expect("receiver");
+        assert_eq!(gauge(&running, 0, |s| &s.mqtt_moves), 1, "moved once");
+        // The socket closes without DISCONNECT: the shard it moved to publishes the will.
+        drop(publisher);
+        let will = tokio::time::timeout(Duration::from_secs(5), wills.next()).await;
+        assert_eq!(will.expect("the will").unwrap().payload.as_ref(), b"gone");
+        assert_eq!(gauge(&running, 1, |s| &s.mqtt_wills_published), 1);
+    })
+    .await;
+    running.stop();
+}

@@ -137,8 +137,7 @@ async fn read_loop(
     let Resume { mut buf, moved_at } = resume;
     let mut reader = Half(stream);
     let mut window = ReadWindow::default();
-    let rate_max = shard.config.server.colocate_max_bytes_per_s;
-    let mut streak = Streak { moved_at, rate_max, ..Streak::default() };
+    let mut streak = Streak::new(shard, moved_at);
     loop {
         window.give_back_idle(&mut buf);
         let Some((n, room)) = read_some(shard, slot, &mut reader, &mut buf, window.get()).await
@@ -197,15 +196,15 @@ async fn read_loop(
                     Err(stream) => reader = Half(stream),
                 }
             }
-            streak = Streak { moved_at: streak.moved_at, rate_max, ..Streak::default() };
+            streak.restart();
         }
     }
 }
 
-/// Where a NATS connection's publishes went over its last read bursts: the start of a run
-/// of bursts whose every routed message went to one other shard and nowhere else.
+/// Where a connection's publishes went over its last read bursts: the start of a run of
+/// bursts whose every routed message went to one other shard and nowhere else.
 #[derive(Debug, Default)]
-struct Streak {
+pub(super) struct Streak {
     /// The one shard the run's messages went to.
     target: usize,
     /// When the run began; `None`: no run.
@@ -221,12 +220,23 @@ struct Streak {
 }
 
 impl Streak {
+    /// No run yet; the connection last moved at `moved_at`.
+    pub(super) fn new(shard: &Shard, moved_at: Option<Instant>) -> Streak {
+        let rate_max = shard.config.server.colocate_max_bytes_per_s;
+        Streak { moved_at, rate_max, ..Streak::default() }
+    }
+
+    /// Forgets the run (after a move was declined).
+    pub(super) fn restart(&mut self) {
+        self.since = None;
+    }
+
     /// Takes one burst's target mask (bit per shard its messages went to; 0: it routed
     /// nothing, which neither extends nor ends a run) and the bytes it read. Returns the
     /// shard to move to once the run is [`MOVE_STREAK`] long over at least
     /// [`MOVE_STREAK_BURSTS_MIN`] bursts, read at most `rate_max` bytes a second, and
     /// the last move is [`MOVE_COOLDOWN`] ago. A faster run starts over.
-    fn after_burst(&mut self, mask: u64, own: usize, read: usize) -> Option<usize> {
+    pub(super) fn after_burst(&mut self, mask: u64, own: usize, read: usize) -> Option<usize> {
         if mask == 0 {
             return None;
         }

@@ -56,6 +56,14 @@ pub enum MeshOp {
     Adopt(Box<Adopt>),
     /// A NATS publisher whose messages all go to the receiver: serve it there.
     Move(Box<Moved>),
+    /// An MQTT publisher and its session, moved from their home shard (the sender) to the
+    /// receiver, where its messages go: the receiver holds the session from now on.
+    MoveMqtt(Box<MovedMqtt>),
+    /// The session of `client_id` that the receiver (its home shard) moved here has ended.
+    SessionGone {
+        /// Its client id.
+        client_id: Bytes,
+    },
     /// Set (`Some`) or delete (`None`) the retained message of `subject`.
     Retain {
         /// Subject in NATS spelling.
@@ -65,8 +73,8 @@ pub enum MeshOp {
         /// The message, detached from any read buffer.
         message: Option<Message>,
     },
-    /// Left in a received batch where the receiver moved an `Adopt`, `Move` or `Retain` out;
-    /// never sent.
+    /// Left in a received batch where the receiver moved an `Adopt`, a `Move`, a `MoveMqtt` or
+    /// a `Retain` out; never sent.
     Taken,
 }
 
@@ -120,6 +128,32 @@ pub struct MovedConn {
     /// When the connection last synced with the other shards over an unrouted publish.
     pub last_sync: Option<std::time::Instant>,
     /// Output queued after its writer stopped (a PING of the ping tick, say).
+    pub out: bytes::BytesMut,
+}
+
+/// An MQTT connection and its session moved away from their home shard
+/// (`Shard::mqtt_may_move`): a publisher without subscriptions whose session ends with it.
+#[derive(Debug)]
+pub struct MovedMqtt {
+    /// The socket (a duplicate of the sending shard's descriptor, which was closed).
+    pub fd: std::os::fd::OwnedFd,
+    /// Bytes read but not decoded yet (part of a packet).
+    pub rest: Vec<u8>,
+    /// Peer address.
+    pub addr: std::net::SocketAddr,
+    /// Connection id.
+    pub cid: u64,
+    /// The session; taken out by the receiver as it applies the batch.
+    pub session: Option<Box<super::session::Session>>,
+    /// Protocol version.
+    pub version: crate::protocol::mqtt::packet::Version,
+    /// Inbound topic aliases (index = alias - 1).
+    pub aliases: Vec<Option<Bytes>>,
+    /// 1.5 x the keep alive, if any.
+    pub keep_alive: Option<std::time::Duration>,
+    /// Session Expiry Interval from CONNECT was 0.
+    pub expiry_was_zero: bool,
+    /// Output queued after its writer stopped.
     pub out: bytes::BytesMut,
 }
 

@@ -227,6 +227,12 @@ pub struct Shard {
     route_mask: Cell<u64>,
     /// NATS connections other shards moved here, to be served.
     moved_in: RefCell<Vec<mesh::Moved>>,
+    /// MQTT connections other shards moved here with their sessions (already held here, at
+    /// the index given), to be served.
+    mqtt_moved_in: RefCell<Vec<(u32, mesh::MovedMqtt)>>,
+    /// Sessions whose home is this shard that moved to another shard with their connection,
+    /// by client id: a CONNECT for one of them is forwarded there.
+    sessions_away: RefCell<AHashMap<Bytes, usize>>,
 }
 
 impl Shard {
@@ -274,6 +280,8 @@ impl Shard {
             waker_task: RefCell::new(None),
             route_mask: Cell::new(0),
             moved_in: RefCell::new(Vec::new()),
+            mqtt_moved_in: RefCell::new(Vec::new()),
+            sessions_away: RefCell::new(AHashMap::new()),
         }
     }
 
@@ -303,7 +311,7 @@ impl Shard {
     }
 
     /// Opens a slot for a connection, new or moved from another shard.
-    fn insert_conn(&self, addr: SocketAddr, protocol: Protocol, cid: u64) -> u32 {
+    pub(super) fn insert_conn(&self, addr: SocketAddr, protocol: Protocol, cid: u64) -> u32 {
         let slot = self.conns.borrow().vacant_key() as u32;
         let conn = Conn {
             cid,
@@ -821,6 +829,13 @@ impl Shard {
                         self.moved_in.borrow_mut().push(*moved);
                     }
                 }
+                MeshOp::MoveMqtt(moved) => {
+                    let slot = self.mqtt_take_in(moved);
+                    if let MeshOp::MoveMqtt(moved) = std::mem::replace(op, MeshOp::Taken) {
+                        self.mqtt_moved_in.borrow_mut().push((slot, *moved));
+                    }
+                }
+                MeshOp::SessionGone { client_id } => self.mqtt_session_gone(from, client_id),
                 MeshOp::Retain { .. } => {
                     if let MeshOp::Retain { subject, seq, message } =
                         std::mem::replace(op, MeshOp::Taken)
@@ -1080,9 +1095,12 @@ impl Shard {
                 && !c.tls
                 && c.sids.as_ref().is_none_or(|sids| sids.is_empty())
         });
-        if !eligible {
-            return false;
-        }
+        eligible && self.target_has_room(target)
+    }
+
+    /// A connection may move to `target` if that shard holds no more connections than this
+    /// one, counting moves to either still in flight: after the move it has at most two more.
+    pub(super) fn target_has_room(&self, target: usize) -> bool {
         let connections = |shard: usize| {
             ShardStats::get(&self.identity.shard_stats[shard].connections)
                 + self.identity.moves_in_flight[shard].load(Ordering::Acquire)

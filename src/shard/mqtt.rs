@@ -7,8 +7,8 @@
 //! the session, its subscriptions, inflight window and queue. All of a session's state is
 //! therefore touched by one thread, and a takeover is a local operation.
 
-use super::conn::{read_some, write_loop, Half, ReadWindow};
-use super::mesh::{Adopt, MeshOp};
+use super::conn::{read_some, write_loop, Half, ReadWindow, Streak};
+use super::mesh::{Adopt, MeshOp, MovedMqtt};
 use super::session::{Inflight, Pending, Session, SessionSub, Stage};
 use super::stream::{self, adopt_fd, duplicate_fd, Stream};
 use super::{Protocol, Routed, Shard};
@@ -53,6 +53,9 @@ enum Exit {
     Unclean,
     /// Quiet long enough to go dormant (not an end: see `doze`).
     Doze,
+    /// Every message it published lately went to this shard: move there (not an end: see
+    /// `move_out`).
+    Move(usize),
 }
 
 /// Serves a connection accepted on this shard's plaintext MQTT listener: reads CONNECT,
@@ -127,13 +130,30 @@ async fn serve_stream(shard: Rc<Shard>, mut stream: Stream, addr: SocketAddr, st
             return;
         }
     };
-    let home = interop::home_shard(&connect.client_id, shard.count);
+    let home = shard.session_shard(&connect.client_id);
     if home == shard.id {
         // A task of its own: this handshake future is larger than the connection's and would
         // otherwise stay allocated for the connection's life (about 4.7 KiB vs 2.2 KiB).
         glommio::spawn_local(run(shard, stream, addr, connect, assigned, rest, grant)).detach();
         return;
     }
+    let adopt = Accepted { stream, addr, connect, assigned, rest, grant };
+    hand_off(&shard, adopt, home);
+}
+
+/// A connection whose CONNECT was read and accepted, not yet bound to its session.
+struct Accepted {
+    stream: Stream,
+    addr: SocketAddr,
+    connect: Box<Connect>,
+    assigned: bool,
+    rest: BytesMut,
+    grant: Option<Box<Grant>>,
+}
+
+/// Hands a connection to the shard that holds its session (`Shard::session_shard`).
+fn hand_off(shard: &Shard, accepted: Accepted, to: usize) {
+    let Accepted { stream, addr, connect, assigned, rest, grant } = accepted;
     match duplicate_fd(stream.tcp()) {
         Ok(fd) => {
             ShardStats::add(&shard.stats.mqtt_handoffs, 1);
@@ -141,18 +161,27 @@ async fn serve_stream(shard: Rc<Shard>, mut stream: Stream, addr: SocketAddr, st
             // `rest` (what was read out of it after CONNECT).
             let (tcp, tls) = stream.into_parts();
             let adopt = Adopt { fd, tls, addr, connect, assigned, rest: rest.freeze(), grant };
-            shard.mesh.push(home, MeshOp::Adopt(Box::new(adopt)));
+            shard.mesh.push(to, MeshOp::Adopt(Box::new(adopt)));
             shard.mesh.stage_all();
-            // Dropping our stream closes our descriptor; the home shard's duplicate keeps the
+            // Dropping our stream closes our descriptor; the other shard's duplicate keeps the
             // socket open.
             drop(tcp);
         }
-        Err(error) => tracing::warn!(%error, "cannot hand an MQTT connection to its home shard"),
+        Err(error) => {
+            tracing::warn!(%error, "cannot hand an MQTT connection to its session's shard")
+        }
     }
 }
 
-/// Serves a connection another shard handed over.
+/// Serves a connection another shard handed over, or passes it on: to the shard its session
+/// moved to, or back home when the session it came for has ended here.
 pub async fn serve_adopted(shard: Rc<Shard>, adopt: Adopt) {
+    let at = shard.session_shard(&adopt.connect.client_id);
+    if at != shard.id {
+        shard.mesh.push(at, MeshOp::Adopt(Box::new(adopt)));
+        shard.mesh.stage_all();
+        return;
+    }
     let tcp = adopt_fd(adopt.fd);
     let deadline = Duration::from_millis(shard.config.nats.write_deadline_ms);
     if tcp.set_write_timeout(Some(deadline)).is_err() {
@@ -310,6 +339,8 @@ struct ConnState {
     expiry_was_zero: bool,
     /// Subjects of this connection's publishes.
     subjects: SubjectCache,
+    /// Where its publishes went lately (co-location).
+    streak: Streak,
 }
 
 /// Translates a connection's publish topics, remembering the last one: devices publish to the
@@ -368,6 +399,13 @@ async fn run(
     buf: BytesMut,
     grant: Option<Box<Grant>>,
 ) {
+    // The session may have moved away since this task was spawned (checked again here, where
+    // nothing waits before the session is attached).
+    let at = shard.session_shard(&connect.client_id);
+    if at != shard.id {
+        hand_off(&shard, Accepted { stream, addr, connect, assigned, rest: buf, grant }, at);
+        return;
+    }
     let (slot, _cid) = shard.open_conn(addr, Protocol::Mqtt);
     shard.set_stream(slot, &stream);
     let stream = Rc::new(RefCell::new(stream));
@@ -400,6 +438,7 @@ async fn run(
         keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
         expiry_was_zero: connect.properties.session_expiry_interval.unwrap_or(0) == 0,
         subjects: SubjectCache::default(),
+        streak: Streak::new(&shard, None),
     };
     drop(connect);
     if let Some(keep_alive) = state.keep_alive {
@@ -432,6 +471,16 @@ async fn serve_conn(
             .detach();
         let exit = read_loop(&shard, slot, &mut state, Half(Rc::clone(&stream)), &mut buf).await;
         let unclean = match exit {
+            Exit::Move(target) => match move_out(&shard, slot, stream, state, &buf, target).await {
+                Moving::Gone => return,
+                Moving::Stayed(kept, kept_state) => {
+                    (stream, state) = (kept, kept_state);
+                    state.streak.restart();
+                    shard.with_conn(slot, |c| c.tasks_alive += 1);
+                    continue;
+                }
+                Moving::Closing => true,
+            },
             Exit::Doze => match doze(&shard, slot, stream, state).await {
                 Dozed::Dormant => return,
                 Dozed::Awake(awake, kept) => {
@@ -451,7 +500,102 @@ async fn serve_conn(
     }
 }
 
-/// How an attempt to go dormant ended.
+/// How an attempt to move to another shard ended. (Returned once per attempt: the size of
+/// `Stayed` costs nothing worth a box.)
+#[allow(clippy::large_enum_variant)]
+enum Moving {
+    /// The connection and its session went; this slot is free.
+    Gone,
+    /// It stays (it changed meanwhile, or the socket could not be handed over): it needs a
+    /// writer again.
+    Stayed(Rc<RefCell<Stream>>, ConnState),
+    /// It is closing.
+    Closing,
+}
+
+/// Moves MQTT connection `slot` and its session to shard `target`, where its messages go
+/// (as `conn::move_out` does for NATS): stops the writer once everything queued is written,
+/// syncs with every shard (nothing published here can be overtaken by what it publishes
+/// there), checks again that it may move, then sends socket, unread bytes, session and
+/// packet-loop state.
+async fn move_out(
+    shard: &Rc<Shard>,
+    slot: u32,
+    stream: Rc<RefCell<Stream>>,
+    state: ConnState,
+    buf: &BytesMut,
+    target: usize,
+) -> Moving {
+    shard.with_conn(slot, |c| {
+        c.moving = true;
+        c.writer_woken = true;
+        super::wake(&mut c.writer);
+    });
+    std::future::poll_fn(|cx| {
+        shard.with_conn(slot, |c| {
+            if c.tasks_alive <= 1 {
+                return std::task::Poll::Ready(());
+            }
+            super::set_waker(&mut c.reader, cx.waker());
+            std::task::Poll::Pending
+        })
+    })
+    .await;
+    if shard.with_conn(slot, |c| {
+        c.moving = false;
+        c.closing
+    }) {
+        return Moving::Closing;
+    }
+    shard.sync_peers(slot).await;
+    if !shard.mqtt_may_move(slot, target) {
+        return Moving::Stayed(stream, state);
+    }
+    let tcp = match Rc::try_unwrap(stream).map(RefCell::into_inner) {
+        Ok(Stream::Plain(tcp)) => tcp,
+        Ok(tls) => return Moving::Stayed(Rc::new(RefCell::new(tls)), state),
+        Err(stream) => return Moving::Stayed(stream, state),
+    };
+    let fd = match duplicate_fd(&tcp) {
+        Ok(fd) => fd,
+        Err(error) => {
+            tracing::warn!(%error, "cannot move an MQTT connection to another shard");
+            return Moving::Stayed(Rc::new(RefCell::new(Stream::Plain(tcp))), state);
+        }
+    };
+    shard.mqtt_send_away(slot, target, fd, buf.to_vec(), state);
+    // Our descriptor closes here; the duplicate keeps the socket open.
+    drop(tcp);
+    Moving::Gone
+}
+
+/// Serves an MQTT connection (slot and session already taken in by `Shard::mqtt_take_in`)
+/// that its home shard moved here.
+pub async fn serve_moved(shard: Rc<Shard>, slot: u32, moved: MovedMqtt) {
+    let MovedMqtt { fd, rest, version, aliases, keep_alive, expiry_was_zero, .. } = moved;
+    let tcp = adopt_fd(fd);
+    let deadline = Duration::from_millis(shard.config.nats.write_deadline_ms);
+    if tcp.set_write_timeout(Some(deadline)).is_err() {
+        shard.with_conn(slot, |c| c.tasks_alive = 1);
+        shard.mqtt_detach(slot, true);
+        shard.task_done(slot);
+        return;
+    }
+    let state = ConnState {
+        version,
+        aliases,
+        keep_alive,
+        expiry_was_zero,
+        subjects: SubjectCache::default(),
+        // It never moves again (`Shard::mqtt_may_move`: only from its home shard).
+        streak: Streak::new(&shard, Some(Instant::now())),
+    };
+    let stream = Rc::new(RefCell::new(Stream::Plain(tcp)));
+    serve_conn(shard, slot, stream, state, BytesMut::from(&rest[..])).await;
+}
+
+/// How an attempt to go dormant ended. (Returned once per attempt, as `Moving`.)
+#[allow(clippy::large_enum_variant)]
 enum Dozed {
     /// The connection is dormant; its tasks end.
     Dormant,
@@ -510,7 +654,7 @@ async fn doze(shard: &Shard, slot: u32, stream: Rc<RefCell<Stream>>, state: Conn
     {
         return Dozed::Awake(Rc::new(RefCell::new(Stream::Plain(adopt_fd(fd)))), state);
     }
-    let ConnState { version, aliases, keep_alive, expiry_was_zero, subjects: _ } = state;
+    let ConnState { version, aliases, keep_alive, expiry_was_zero, subjects: _, streak: _ } = state;
     let sleeper = Sleeper { fd, version, expiry_was_zero, keep_alive, aliases };
     shard.with_conn(slot, |c| {
         c.tasks_alive = 0;
@@ -628,6 +772,7 @@ fn wake_up(shard: &Rc<Shard>, slot: u32, buf: BytesMut) {
         keep_alive,
         expiry_was_zero,
         subjects: SubjectCache::default(),
+        streak: Streak::new(shard, None),
     };
     if let Some(dormancy) = shard.dormancy.get() {
         dormancy.unwatch(std::os::fd::AsRawFd::as_raw_fd(&fd));
@@ -650,7 +795,12 @@ async fn read_loop(
 ) -> Exit {
     let max = shard.config.mqtt.max_packet_bytes;
     let mut window = ReadWindow::default();
+    let mut read = 0;
     loop {
+        // Where this burst's publishes went (co-location); a burst that waited for other
+        // shards, or held other packets, tells nothing.
+        shard.take_route_mask();
+        let mut waited = false;
         loop {
             match codec::decode(buf, state.version, max) {
                 // The hot path, without the future `handle` would move the packet into.
@@ -660,13 +810,17 @@ async fn read_loop(
                     };
                     let exit = match on_publish(shard, slot, session, state, publish) {
                         Ok(exit) => exit,
-                        Err(wait) => finish_publish(shard, slot, state.version, wait).await,
+                        Err(wait) => {
+                            waited = true;
+                            finish_publish(shard, slot, state.version, wait).await
+                        }
                     };
                     if let Some(exit) = exit {
                         return exit;
                     }
                 }
                 Ok(Some(packet)) => {
+                    waited = true;
                     if let Some(exit) = handle(shard, slot, state, packet).await {
                         return exit;
                     }
@@ -679,6 +833,7 @@ async fn read_loop(
                 }
             }
         }
+        let mask = shard.take_route_mask();
         shard.mesh.stage_all();
         shard.mesh.wait_for_room().await;
         // NATS subscribers here that fell behind slow this publisher down, as they do NATS
@@ -688,8 +843,19 @@ async fn read_loop(
         if shard.with_conn(slot, |c| c.closing) {
             return Exit::Unclean;
         }
+        if !waited {
+            if let Some(target) = state.streak.after_burst(mask, shard.id, read) {
+                if shard.mqtt_may_move(slot, target) {
+                    return Exit::Move(target);
+                }
+                state.streak.restart();
+            }
+        }
         match read_some(shard, slot, &mut reader, buf, window.get()).await {
-            Some((n, room)) => window.after_read(n, room),
+            Some((n, room)) => {
+                read = n;
+                window.after_read(n, room);
+            }
             None => {
                 let (closing, doze) = shard.with_conn(slot, |c| (c.closing, c.doze_requested));
                 if closing || !doze {
@@ -1220,7 +1386,7 @@ impl Shard {
             }
             if connect.clean_start {
                 // Ending the old session publishes a will still waiting for its delay.
-                self.mqtt_end_session(index);
+                self.mqtt_end_session(index, true);
             } else {
                 self.with_session(index, |s| {
                     s.will = None;
@@ -1402,7 +1568,7 @@ impl Shard {
             self.session_deadline.set(Some(earliest));
         }
         if end {
-            self.mqtt_end_session(index);
+            self.mqtt_end_session(index, false);
         } else {
             // Offline: what waits now may wait long, so it should not pin read buffers.
             self.with_session(index, |s| {
@@ -1417,9 +1583,16 @@ impl Shard {
     }
 
     /// Ends a session: its delayed will goes out, its subscriptions leave the router, and what
-    /// it still held is counted as dropped.
-    fn mqtt_end_session(&self, index: u32) {
+    /// it still held is counted as dropped. `replaced`: a new session of the same client id
+    /// starts here at once (clean start); otherwise a session that its home shard moved here
+    /// tells the home it is gone, so the next CONNECT goes home again.
+    fn mqtt_end_session(&self, index: u32, replaced: bool) {
         let session = self.sessions.borrow_mut().remove(index as usize);
+        let home = interop::home_shard(&session.client_id, self.count);
+        if !replaced && home != self.id {
+            self.mesh.push(home, MeshOp::SessionGone { client_id: session.client_id.clone() });
+            self.mesh.stage_all();
+        }
         ShardStats::sub(&self.stats.mqtt_sessions, 1);
         self.session_ids.borrow_mut().remove(&session.client_id);
         self.store.borrow_mut().session_removed(&session.client_id);
@@ -1887,7 +2060,7 @@ impl Shard {
             self.mqtt_publish_will(&will);
         }
         for index in ended {
-            self.mqtt_end_session(index);
+            self.mqtt_end_session(index, false);
         }
         self.mesh.stage_all();
     }
@@ -1895,6 +2068,127 @@ impl Shard {
     /// Connections other shards handed over since the last call.
     pub fn take_adopted(&self) -> Vec<Adopt> {
         std::mem::take(&mut *self.adopted.borrow_mut())
+    }
+
+    /// MQTT connections other shards moved here with their sessions since the last call, with
+    /// the slot each has here.
+    pub fn take_mqtt_moved(&self) -> Vec<(u32, MovedMqtt)> {
+        std::mem::take(&mut *self.mqtt_moved_in.borrow_mut())
+    }
+
+    /// The shard that holds the session of `client_id` (or would create it): its home shard,
+    /// unless the home moved it away with its connection (then where it went), or it is here
+    /// although this is not its home (it was moved here).
+    pub(super) fn session_shard(&self, client_id: &[u8]) -> usize {
+        let home = interop::home_shard(client_id, self.count);
+        if home == self.id {
+            return self.sessions_away.borrow().get(client_id).copied().unwrap_or(home);
+        }
+        if self.session_ids.borrow().contains_key(client_id) {
+            self.id
+        } else {
+            home
+        }
+    }
+
+    /// Takes in a connection and its session that their home shard moved here: the session
+    /// joins this shard's, the connection gets a slot bound to it (at once, so that a CONNECT
+    /// for the same client id that arrives next finds them), and its writer and reader start
+    /// in `serve_moved`. Returns the slot.
+    pub(super) fn mqtt_take_in(&self, moved: &mut MovedMqtt) -> u32 {
+        let session = moved.session.take().expect("a moved session");
+        let client_id = session.client_id.clone();
+        let index = self.sessions.borrow_mut().insert(*session) as u32;
+        self.session_ids.borrow_mut().insert(client_id, index);
+        ShardStats::add(&self.stats.mqtt_sessions, 1);
+        let slot = self.insert_conn(moved.addr, Protocol::Mqtt, moved.cid);
+        self.move_arrived();
+        let deadline = moved.keep_alive.map(|keep_alive| Instant::now() + keep_alive);
+        self.with_conn(slot, |c| {
+            c.session = Some(index);
+            c.keepalive_deadline = deadline;
+        });
+        self.with_session(index, |s| s.conn = Some(slot));
+        let out = std::mem::take(&mut moved.out);
+        if !out.is_empty() {
+            self.send(slot, |o| o.extend_from_slice(&out));
+        }
+        slot
+    }
+
+    /// A session this shard moved to shard `from` has ended there.
+    pub(super) fn mqtt_session_gone(&self, from: usize, client_id: &Bytes) {
+        let mut away = self.sessions_away.borrow_mut();
+        if away.get(client_id) == Some(&from) {
+            away.remove(client_id);
+        }
+    }
+
+    /// Whether MQTT connection `slot` may move to shard `target` with its session now:
+    /// co-location is on, the connection runs over plain TCP, is live and not closing, and
+    /// its session is at home here, ends with the connection (expiry 0) and holds nothing but
+    /// the connection (no subscriptions, no deliveries in flight or queued, no QoS 2 publish
+    /// waiting for PUBREL); and `target` has room (`Shard::target_has_room`).
+    pub(super) fn mqtt_may_move(&self, slot: u32, target: usize) -> bool {
+        if !self.config.server.colocate_publishers || target == self.id || target >= self.count {
+            return false;
+        }
+        let session = self.with_conn(slot, |c| {
+            let live = c.protocol == Protocol::Mqtt && !c.closing && !c.tls && c.dormant.is_none();
+            c.session.filter(|_| live)
+        });
+        let Some(index) = session else { return false };
+        let alone = self.with_session(index, |s| {
+            s.subs.is_empty()
+                && s.inflight.is_empty()
+                && s.queue.is_empty()
+                && s.incoming_qos2.is_empty()
+                && s.expiry_s == 0
+                && s.will_at.is_none()
+                && interop::home_shard(&s.client_id, self.count) == self.id
+        });
+        alone && self.target_has_room(target)
+    }
+
+    /// Sends MQTT connection `slot` (its writer stopped) and its session to `target`; frees
+    /// the slot. Later CONNECTs with its client id are forwarded there
+    /// (`Shard::session_shard`) until `target` reports the session gone.
+    fn mqtt_send_away(
+        &self,
+        slot: u32,
+        target: usize,
+        fd: std::os::fd::OwnedFd,
+        rest: Vec<u8>,
+        state: ConnState,
+    ) {
+        let (addr, cid, index, out) = self.with_conn(slot, |c| {
+            (c.addr, c.cid, c.session.take().expect("a session"), std::mem::take(&mut c.out))
+        });
+        let mut session = self.sessions.borrow_mut().remove(index as usize);
+        session.conn = None;
+        self.session_ids.borrow_mut().remove(&session.client_id);
+        ShardStats::sub(&self.stats.mqtt_sessions, 1);
+        self.sessions_away.borrow_mut().insert(session.client_id.clone(), target);
+        tracing::debug!(cid, from = self.id, to = target, "MQTT connection moved");
+        let ConnState { version, aliases, keep_alive, expiry_was_zero, .. } = state;
+        let moved = MovedMqtt {
+            fd,
+            rest,
+            addr,
+            cid,
+            session: Some(Box::new(session)),
+            version,
+            aliases,
+            keep_alive,
+            expiry_was_zero,
+            out,
+        };
+        self.mesh.push(target, MeshOp::MoveMqtt(Box::new(moved)));
+        self.mesh.stage_all();
+        self.identity.moves_in_flight[target].fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.conns.borrow_mut().remove(slot as usize);
+        ShardStats::sub(&self.stats.connections, 1);
+        ShardStats::add(&self.stats.mqtt_moves, 1);
     }
 
     fn count_out(&self, message: &Message) {
