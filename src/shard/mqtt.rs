@@ -5,7 +5,10 @@
 //! Ownership: a connection is read on the shard that accepted it only until its CONNECT is
 //! decoded; then it moves (socket and already-read bytes) to `home_shard(client_id)`, which owns
 //! the session, its subscriptions, inflight window and queue. All of a session's state is
-//! therefore touched by one thread, and a takeover is a local operation.
+//! therefore touched by one thread, and a takeover is a local operation. A publisher whose
+//! session ends with it may later move on, session and all, to the shard its messages go to
+//! (`Shard::mqtt_may_move`); its home then forwards CONNECTs for that client id there
+//! (`Shard::session_shard`) until the session ends.
 
 use super::conn::{read_some, write_loop, Half, ReadWindow, Streak};
 use super::mesh::{Adopt, MeshOp, MovedMqtt};

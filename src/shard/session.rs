@@ -1,4 +1,5 @@
-//! MQTT session state, owned by the session's home shard (`home_shard(client_id)`).
+//! MQTT session state, owned by the session's home shard (`home_shard(client_id)`), or by the
+//! shard a publisher's session moved to with its connection (`Shard::mqtt_may_move`).
 //!
 //! A session outlives its connections: its subscriptions stay in the router, QoS 1/2
 //! deliveries wait in `queue` while it is offline, and deliveries not yet acknowledged stay in
