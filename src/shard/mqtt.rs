@@ -798,7 +798,7 @@ async fn read_loop(
 ) -> Exit {
     let max = shard.config.mqtt.max_packet_bytes;
     let mut window = ReadWindow::default();
-    let mut read = 0;
+    let (mut read, mut full) = (0, false);
     loop {
         // Where this burst's publishes went (co-location); a burst that waited for other
         // shards, or held other packets, tells nothing.
@@ -847,16 +847,17 @@ async fn read_loop(
             return Exit::Unclean;
         }
         if !waited {
-            if let Some(target) = state.streak.after_burst(mask, shard.id, read) {
+            if let Some(target) = state.streak.after_burst(mask, shard.id, read, full) {
                 if shard.mqtt_may_move(slot, target) {
                     return Exit::Move(target);
                 }
                 state.streak.restart();
             }
         }
-        match read_some(shard, slot, &mut reader, buf, window.get()).await {
+        let offered = window.get();
+        match read_some(shard, slot, &mut reader, buf, offered).await {
             Some((n, room)) => {
-                read = n;
+                (read, full) = (n, offered == crate::limits::READ_CHUNK_BYTES && n == offered);
                 window.after_read(n, room);
             }
             None => {

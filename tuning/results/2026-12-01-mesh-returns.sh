@@ -4,8 +4,8 @@
 # Prints rate and the broker's CPU time (utime+stime from /proc) per delivered message.
 # SHARDS=1 runs every broker with one shard (a 1->1 pair then never crosses cores).
 # A binary given as /abs/bin@/abs/config.toml runs with that config file.
-# Brokers run with RUST_LOG=isthmus=debug; "moves" counts NATS connections moved between
-# shards (co-location), from the broker's log.
+# Brokers run with RUST_LOG=isthmus=debug; "moves" counts connections moved between
+# shards (co-location, NATS and MQTT), from the broker's log.
 LOADTEST=${LOADTEST:-$PWD/target/release/isthmus-loadtest}
 rounds=$1; shift; args=$1; shift
 for r in $(seq 1 $rounds); do
@@ -17,7 +17,7 @@ for r in $(seq 1 $rounds); do
     out=$($LOADTEST $args 2>&1 | grep '^json:')
     t1=$(awk '{print $14+$15}' /proc/$P/stat)
     kill $P; sleep 0.5
-    moves=$(grep -c "NATS connection moved" $d/broker.log); rm -rf $d
+    moves=$(grep -c "connection moved" $d/broker.log); rm -rf $d
     python3 - "$out" $t0 $t1 "$b" $r "$args" $moves "$conf" <<'PY'
 import json,sys
 j=json.loads(sys.argv[1][5:]); t0=int(sys.argv[2]); t1=int(sys.argv[3])
