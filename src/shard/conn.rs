@@ -8,7 +8,7 @@
 
 use super::mesh::{MeshOp, Moved};
 use super::nats::{self, Next};
-use super::stream::{self, adopt_fd, duplicate_fd, HandshakeError, Stream};
+use super::stream::{self, adopt_fd, HandshakeError, Stream};
 use super::Shard;
 use crate::limits::{
     MOVE_COOLDOWN, MOVE_STREAK, MOVE_STREAK_BURSTS_MIN, NATS_TLS_HANDSHAKE_MS_MAX,
@@ -296,36 +296,14 @@ async fn move_out(
     buf: &mut BytesMut,
     target: usize,
 ) -> Result<(), Rc<RefCell<Stream>>> {
-    shard.with_conn(slot, |c| {
-        c.moving = true;
-        c.writer_woken = true;
-        super::wake(&mut c.writer);
-    });
-    std::future::poll_fn(|cx| {
-        shard.with_conn(slot, |c| {
-            if c.tasks_alive <= 1 {
-                return Poll::Ready(());
-            }
-            super::set_waker(&mut c.reader, cx.waker());
-            Poll::Pending
-        })
-    })
-    .await;
+    shard.stop_writer(slot, |c| c.moving = true).await;
     shard.sync_peers(slot).await;
     if !shard.may_move(slot, target) {
         return Err(stay(shard, slot, stream));
     }
-    let stream = match Rc::try_unwrap(stream).map(RefCell::into_inner) {
-        Ok(Stream::Plain(tcp)) => tcp,
-        Ok(tls) => return Err(stay(shard, slot, Rc::new(RefCell::new(tls)))),
+    let (stream, fd) = match stream::detach(stream) {
+        Ok(parts) => parts,
         Err(stream) => return Err(stay(shard, slot, stream)),
-    };
-    let fd = match duplicate_fd(&stream) {
-        Ok(fd) => fd,
-        Err(error) => {
-            tracing::warn!(%error, "cannot move a NATS connection to another shard");
-            return Err(stay(shard, slot, Rc::new(RefCell::new(Stream::Plain(stream)))));
-        }
     };
     let conn = shard.with_conn(slot, |c| super::mesh::MovedConn {
         addr: c.addr,

@@ -457,6 +457,28 @@ impl Shard {
         ShardStats::sub(&self.stats.connections, 1);
     }
 
+    /// Marks a connection with `why` (it goes dormant, or moves to another shard), asks its
+    /// writer to write what is queued and end without closing the socket
+    /// ([`Shard::writer_parked`]), and waits until the writer has ended (or the connection
+    /// closed). Called by the connection's reader.
+    pub(super) async fn stop_writer(&self, slot: u32, why: fn(&mut Conn)) {
+        self.with_conn(slot, |c| {
+            why(c);
+            c.writer_woken = true;
+            wake(&mut c.writer);
+        });
+        poll_fn(|cx| {
+            self.with_conn(slot, |c| {
+                if c.tasks_alive <= 1 {
+                    return Poll::Ready(());
+                }
+                set_waker(&mut c.reader, cx.waker());
+                Poll::Pending
+            })
+        })
+        .await;
+    }
+
     /// Frees the slot of a connection that moved to another shard: its socket and state went
     /// with it, it had no subscriptions.
     pub fn release_moved(&self, slot: u32, target: usize) {

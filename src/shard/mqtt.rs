@@ -346,6 +346,22 @@ struct ConnState {
     streak: Streak,
 }
 
+impl ConnState {
+    /// The packet loop's state at the start of a connection's tasks (after CONNECT, a wake-up
+    /// or a move): nothing cached, no publish streak.
+    fn new(
+        shard: &Shard,
+        version: Version,
+        aliases: Vec<Option<Bytes>>,
+        keep_alive: Option<Duration>,
+        expiry_was_zero: bool,
+    ) -> ConnState {
+        let subjects = SubjectCache::default();
+        let streak = Streak::new(shard, None);
+        ConnState { version, aliases, keep_alive, expiry_was_zero, subjects, streak }
+    }
+}
+
 /// Translates a connection's publish topics, remembering the last one: devices publish to the
 /// same few topics over and over, so most publishes cost one comparison instead of a
 /// translation.
@@ -435,14 +451,13 @@ async fn run(
     }
     shard.send(slot, |out| codec::encode(&Packet::ConnAck(Box::new(ack)), version, out));
     shard.mqtt_resume(session);
-    let state = ConnState {
+    let state = ConnState::new(
+        &shard,
         version,
-        aliases: Vec::new(),
-        keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
-        expiry_was_zero: connect.properties.session_expiry_interval.unwrap_or(0) == 0,
-        subjects: SubjectCache::default(),
-        streak: Streak::new(&shard, None),
-    };
+        Vec::new(),
+        (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
+        connect.properties.session_expiry_interval.unwrap_or(0) == 0,
+    );
     drop(connect);
     if let Some(keep_alive) = state.keep_alive {
         shard.with_conn(slot, |c| c.keepalive_deadline = Some(Instant::now() + keep_alive));
@@ -529,21 +544,7 @@ async fn move_out(
     buf: &BytesMut,
     target: usize,
 ) -> Moving {
-    shard.with_conn(slot, |c| {
-        c.moving = true;
-        c.writer_woken = true;
-        super::wake(&mut c.writer);
-    });
-    std::future::poll_fn(|cx| {
-        shard.with_conn(slot, |c| {
-            if c.tasks_alive <= 1 {
-                return std::task::Poll::Ready(());
-            }
-            super::set_waker(&mut c.reader, cx.waker());
-            std::task::Poll::Pending
-        })
-    })
-    .await;
+    shard.stop_writer(slot, |c| c.moving = true).await;
     if shard.with_conn(slot, |c| {
         c.moving = false;
         c.closing
@@ -554,17 +555,9 @@ async fn move_out(
     if !shard.mqtt_may_move(slot, target) {
         return Moving::Stayed(stream, state);
     }
-    let tcp = match Rc::try_unwrap(stream).map(RefCell::into_inner) {
-        Ok(Stream::Plain(tcp)) => tcp,
-        Ok(tls) => return Moving::Stayed(Rc::new(RefCell::new(tls)), state),
+    let (tcp, fd) = match stream::detach(stream) {
+        Ok(parts) => parts,
         Err(stream) => return Moving::Stayed(stream, state),
-    };
-    let fd = match duplicate_fd(&tcp) {
-        Ok(fd) => fd,
-        Err(error) => {
-            tracing::warn!(%error, "cannot move an MQTT connection to another shard");
-            return Moving::Stayed(Rc::new(RefCell::new(Stream::Plain(tcp))), state);
-        }
     };
     shard.mqtt_send_away(slot, target, fd, buf.to_vec(), state);
     // Our descriptor closes here; the duplicate keeps the socket open.
@@ -584,15 +577,8 @@ pub async fn serve_moved(shard: Rc<Shard>, slot: u32, moved: MovedMqtt) {
         shard.task_done(slot);
         return;
     }
-    let state = ConnState {
-        version,
-        aliases,
-        keep_alive,
-        expiry_was_zero,
-        subjects: SubjectCache::default(),
-        // It never moves again (`Shard::mqtt_may_move`: only from its home shard).
-        streak: Streak::new(&shard, Some(Instant::now())),
-    };
+    // It never moves again (`Shard::mqtt_may_move`: only from its home shard).
+    let state = ConnState::new(&shard, version, aliases, keep_alive, expiry_was_zero);
     let stream = Rc::new(RefCell::new(Stream::Plain(tcp)));
     serve_conn(shard, slot, stream, state, BytesMut::from(&rest[..])).await;
 }
@@ -612,21 +598,7 @@ enum Dozed {
 /// epoll set and keeps only a [`Sleeper`]. Never over TLS: the sweeper does not ask TLS
 /// connections, whose session state cannot wait in the kernel (docs/tls.md).
 async fn doze(shard: &Shard, slot: u32, stream: Rc<RefCell<Stream>>, state: ConnState) -> Dozed {
-    shard.with_conn(slot, |c| {
-        c.dozing = true;
-        c.writer_woken = true;
-        super::wake(&mut c.writer);
-    });
-    std::future::poll_fn(|cx| {
-        shard.with_conn(slot, |c| {
-            if c.tasks_alive <= 1 {
-                return std::task::Poll::Ready(());
-            }
-            super::set_waker(&mut c.reader, cx.waker());
-            std::task::Poll::Pending
-        })
-    })
-    .await;
+    shard.stop_writer(slot, |c| c.dozing = true).await;
     let (closing, output) = shard.with_conn(slot, |c| {
         c.dozing = false;
         c.doze_requested = false;
@@ -639,14 +611,9 @@ async fn doze(shard: &Shard, slot: u32, stream: Rc<RefCell<Stream>>, state: Conn
     if output {
         return Dozed::Awake(stream, state);
     }
-    let stream = match Rc::try_unwrap(stream).map(RefCell::into_inner) {
-        Ok(Stream::Plain(tcp)) => tcp,
-        Ok(tls) => return Dozed::Awake(Rc::new(RefCell::new(tls)), state),
+    let (stream, fd) = match stream::detach(stream) {
+        Ok(parts) => parts,
         Err(stream) => return Dozed::Awake(stream, state),
-    };
-    let fd = match duplicate_fd(&stream) {
-        Ok(fd) => fd,
-        Err(_) => return Dozed::Awake(Rc::new(RefCell::new(Stream::Plain(stream))), state),
     };
     // Our descriptor closes here; the duplicate keeps the socket.
     drop(stream);
@@ -769,14 +736,7 @@ fn wake_up(shard: &Rc<Shard>, slot: u32, buf: BytesMut) {
         sleeper
     };
     let Sleeper { fd, version, expiry_was_zero, keep_alive, aliases } = *sleeper;
-    let state = ConnState {
-        version,
-        aliases,
-        keep_alive,
-        expiry_was_zero,
-        subjects: SubjectCache::default(),
-        streak: Streak::new(shard, None),
-    };
+    let state = ConnState::new(shard, version, aliases, keep_alive, expiry_was_zero);
     if let Some(dormancy) = shard.dormancy.get() {
         dormancy.unwatch(std::os::fd::AsRawFd::as_raw_fd(&fd));
     }

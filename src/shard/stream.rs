@@ -146,6 +146,29 @@ pub(super) fn adopt_fd(fd: std::os::fd::OwnedFd) -> TcpStream {
     unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) }
 }
 
+/// Takes a plain TCP stream out of the cell its reader and writer shared, with a duplicate of
+/// its descriptor, so that the socket can leave its tasks (for the dormant set, or another
+/// shard). Gives the stream back if it runs over TLS, is still shared, or the descriptor cannot
+/// be duplicated.
+pub(super) fn detach(
+    stream: std::rc::Rc<std::cell::RefCell<Stream>>,
+) -> Result<(TcpStream, std::os::fd::OwnedFd), std::rc::Rc<std::cell::RefCell<Stream>>> {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    let tcp = match Rc::try_unwrap(stream).map(RefCell::into_inner) {
+        Ok(Stream::Plain(tcp)) => tcp,
+        Ok(tls) => return Err(Rc::new(RefCell::new(tls))),
+        Err(stream) => return Err(stream),
+    };
+    match duplicate_fd(&tcp) {
+        Ok(fd) => Ok((tcp, fd)),
+        Err(error) => {
+            tracing::warn!(%error, "cannot duplicate a socket to hand it over");
+            Err(Rc::new(RefCell::new(Stream::Plain(tcp))))
+        }
+    }
+}
+
 /// Runs the server side of a TLS handshake on `tcp`, within `limit`. On failure the socket is
 /// handed back (a NATS client that spoke plaintext is told so in plaintext) with the reason.
 pub async fn handshake(
