@@ -379,3 +379,55 @@ async fn a_moved_mqtt_publisher_that_drops_sends_its_will() {
     .await;
     running.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_accepted_on_a_third_shard_reaches_the_moved_session_through_its_home() {
+    if skip() {
+        return;
+    }
+    // Three shards: home 0, moved to 1; a CONNECT accepted on 2 goes home first, and home
+    // forwards it to 1.
+    let running = in_process_toml(3, "");
+    let mqtt = running.mqtt_addr().to_string();
+    within(TEST_LIMIT, async {
+        let subscriber = client_on(&running, 1).await;
+        let mut messages = subscriber.subscribe("co.third").await.unwrap();
+        subscriber.flush().await.unwrap();
+        let id = (0..)
+            .map(|i| format!("co-third-{i}"))
+            .find(|id| home_shard(id.as_bytes(), 3) == 0)
+            .unwrap();
+        let (mut publisher, _) = RawMqtt::connect_as(&mqtt, Version::V5_0, &id, true).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        const N: usize = 5_000;
+        let receiving = tokio::spawn(async move {
+            expect_numbered(&mut messages, N).await;
+            messages
+        });
+        mqtt_publish_numbered(&mut publisher, "co/third", 0, N).await;
+        let mut messages = receiving.await.expect("receiver");
+        assert_eq!(gauge(&running, 0, |s| &s.mqtt_moves), 1, "moved once");
+        // Reconnect with the same client id until the kernel hands a connection to shard 2
+        // (its hand-off counter moves); each takes the session over where it is.
+        let mut current = publisher;
+        for attempt in 0..64 {
+            let before = gauge(&running, 2, |s| &s.mqtt_handoffs);
+            let (next, _) = RawMqtt::connect_as(&mqtt, Version::V5_0, &id, false).await;
+            current.expect_disconnect(0x8E).await;
+            current = next;
+            if gauge(&running, 2, |s| &s.mqtt_handoffs) > before {
+                break;
+            }
+            assert!(attempt < 63, "no connection was accepted on shard 2");
+        }
+        assert_eq!(
+            (0..3).map(|s| gauge(&running, s, |s| &s.mqtt_sessions)).collect::<Vec<_>>(),
+            [0, 1, 0]
+        );
+        let publish = publish_packet("co/third", QoS::AtMostOnce, 0, b"0");
+        current.send(&Packet::Publish(publish)).await;
+        expect_numbered(&mut messages, 1).await;
+    })
+    .await;
+    running.stop();
+}
