@@ -118,3 +118,48 @@ fn no_monitor_unless_configured() {
     assert_eq!(running.monitor_addr(), None);
     running.stop();
 }
+
+/// The `isthmus` binary (whose allocator hook releases memory) returns what traffic freed once
+/// a shard has been quiet for half a second, and not before there was traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_releases_memory_once_quiet_after_traffic() {
+    if common::peer() != common::Peer::Isthmus {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let toml = format!("[monitor]\nlisten = \"127.0.0.1:{port}\"\n");
+    let broker = common::Broker::start(2, &toml);
+    let monitor: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let releases = || async {
+        let (status, body) = http(monitor, "GET", "/varz").await;
+        assert_eq!(status, 200);
+        let varz: serde_json::Value = serde_json::from_str(&body).unwrap();
+        varz["memory_releases"].as_u64().unwrap()
+    };
+    within(TEST_LIMIT, async {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(releases().await, 0, "nothing to release before any traffic");
+        let client = common::nats_connect(&broker).await;
+        let mut sub = client.subscribe("quiet.x").await.unwrap();
+        client.flush().await.unwrap();
+        for i in 0..1000 {
+            client.publish("quiet.x", format!("{i}").into()).await.unwrap();
+        }
+        for _ in 0..1000 {
+            tokio::time::timeout(Duration::from_secs(5), sub.next()).await.unwrap().unwrap();
+        }
+        // Half a second without messages (two 250 ms sweeps), then once per quiet spell.
+        let mut released = 0;
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            released = releases().await;
+            if released > 0 {
+                break;
+            }
+        }
+        assert!(released >= 1, "no release after the traffic stopped");
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(releases().await, released, "one release per quiet spell");
+    })
+    .await;
+}

@@ -227,6 +227,10 @@ pub struct Shard {
     route_mask: Cell<u64>,
     /// NATS connections other shards moved here, to be served.
     moved_in: RefCell<Vec<mesh::Moved>>,
+    /// Messages in and out at the last sweep, and sweeps in a row since they last changed
+    /// (`Shard::release_when_quiet`).
+    traffic_seen: Cell<u64>,
+    quiet_sweeps: Cell<u32>,
     /// MQTT connections other shards moved here with their sessions (already held here, at
     /// the index given), to be served.
     mqtt_moved_in: RefCell<Vec<(u32, mesh::MovedMqtt)>>,
@@ -280,6 +284,9 @@ impl Shard {
             waker_task: RefCell::new(None),
             route_mask: Cell::new(0),
             moved_in: RefCell::new(Vec::new()),
+            traffic_seen: Cell::new(0),
+            // Quiet since start: nothing to release until traffic comes.
+            quiet_sweeps: Cell::new(u32::MAX),
             mqtt_moved_in: RefCell::new(Vec::new()),
             sessions_away: RefCell::new(AHashMap::new()),
         }

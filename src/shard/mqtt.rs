@@ -1890,6 +1890,38 @@ impl Shard {
         }
     }
 
+    /// Once the shard has carried no message for [`QUIET_RELEASE_SWEEPS`] sweeps after some
+    /// traffic, hands what the traffic freed back to the kernel now, while nobody waits. Left
+    /// to the allocator, the purge runs when its delay expires, in whichever shard allocates
+    /// then: about 170 `madvise` calls in 10 ms on the shard thread after a throughput run,
+    /// which was each 10-11 ms stall of a latency run that followed (strace;
+    /// tuning/results/2026-12-01-purge.md).
+    ///
+    /// [`QUIET_RELEASE_SWEEPS`]: crate::limits::QUIET_RELEASE_SWEEPS
+    fn release_when_quiet(&self) {
+        let traffic = ShardStats::get(&self.stats.in_msgs)
+            + ShardStats::get(&self.stats.out_msgs)
+            + ShardStats::get(&self.stats.mesh_msgs_out);
+        if traffic != self.traffic_seen.get() {
+            self.traffic_seen.set(traffic);
+            self.quiet_sweeps.set(0);
+            return;
+        }
+        let quiet = self.quiet_sweeps.get().saturating_add(1);
+        self.quiet_sweeps.set(quiet);
+        if quiet != crate::limits::QUIET_RELEASE_SWEEPS {
+            return;
+        }
+        let started = Instant::now();
+        if crate::serve::release_memory() {
+            ShardStats::add(&self.stats.memory_releases, 1);
+            tracing::debug!(
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "memory released, quiet"
+            );
+        }
+    }
+
     /// Asks MQTT connections with no traffic for `mqtt.dormant_after_ms` to go dormant.
     fn mark_quiet_connections(&self) {
         let after = self.config.mqtt.dormant_after_ms;
@@ -1970,6 +2002,7 @@ impl Shard {
     pub fn mqtt_sweep(&self) {
         let now = Instant::now();
         self.release_dozed_memory();
+        self.release_when_quiet();
         self.mark_quiet_connections();
         let silent: SmallVec<[u32; 4]> = self
             .conns
