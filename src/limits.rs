@@ -83,8 +83,8 @@ pub const MOVE_STREAK_BURSTS_MIN: u32 = 8;
 /// costs at most one move (a mesh round trip and a socket hand-off) per period.
 pub const MOVE_COOLDOWN: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Sweeps (250 ms each) without a message after which a shard returns freed memory to the
-/// kernel (once per quiet spell). Costs: a heap walk and the purge of what traffic freed
+/// Sweeps (250 ms each) without a message on any shard after which each shard returns freed
+/// memory to the kernel (once per quiet spell). Costs: a heap walk and the purge of what traffic freed
 /// (1-10 ms) on a shard that carries nothing; memory a short pause frees stays until the
 /// allocator's own purge delay.
 pub const QUIET_RELEASE_SWEEPS: u32 = 2;

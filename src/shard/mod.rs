@@ -227,8 +227,8 @@ pub struct Shard {
     route_mask: Cell<u64>,
     /// NATS connections other shards moved here, to be served.
     moved_in: RefCell<Vec<mesh::Moved>>,
-    /// Messages in and out at the last sweep, and sweeps in a row since they last changed
-    /// (`Shard::release_when_quiet`).
+    /// Messages in and out on every shard at the last sweep, and sweeps in a row since they
+    /// last changed (`Shard::release_when_quiet`).
     traffic_seen: Cell<u64>,
     quiet_sweeps: Cell<u32>,
     /// MQTT connections other shards moved here with their sessions (already held here, at

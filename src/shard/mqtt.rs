@@ -1890,8 +1890,11 @@ impl Shard {
         }
     }
 
-    /// Once the shard has carried no message for [`QUIET_RELEASE_SWEEPS`] sweeps after some
-    /// traffic, hands what the traffic freed back to the kernel now, while nobody waits. Left
+    /// Once no shard has carried a message for [`QUIET_RELEASE_SWEEPS`] sweeps after some
+    /// traffic, hands what the traffic freed back to the kernel now, while nobody waits. The
+    /// whole process must be quiet, not this shard only: a release on the idle shard of a
+    /// busy process stalled the busy one too (NATS latency pairs, once their publisher had
+    /// moved away: 3.8-10.2 ms, all due 0.5-0.75 s after the move). Left
     /// to the allocator, the purge runs when its delay expires, in whichever shard allocates
     /// then: about 170 `madvise` calls in 10 ms on the shard thread after a throughput run,
     /// which was each 10-11 ms stall of a latency run that followed (strace;
@@ -1899,9 +1902,16 @@ impl Shard {
     ///
     /// [`QUIET_RELEASE_SWEEPS`]: crate::limits::QUIET_RELEASE_SWEEPS
     fn release_when_quiet(&self) {
-        let traffic = ShardStats::get(&self.stats.in_msgs)
-            + ShardStats::get(&self.stats.out_msgs)
-            + ShardStats::get(&self.stats.mesh_msgs_out);
+        let traffic: u64 = self
+            .identity
+            .shard_stats
+            .iter()
+            .map(|stats| {
+                ShardStats::get(&stats.in_msgs)
+                    + ShardStats::get(&stats.out_msgs)
+                    + ShardStats::get(&stats.mesh_msgs_out)
+            })
+            .sum();
         if traffic != self.traffic_seen.get() {
             self.traffic_seen.set(traffic);
             self.quiet_sweeps.set(0);
