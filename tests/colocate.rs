@@ -253,9 +253,12 @@ use isthmus::protocol::mqtt::codec::encode;
 use isthmus::protocol::mqtt::interop::home_shard;
 use isthmus::protocol::mqtt::packet::{Packet, QoS, Version, Will, WillProperties};
 
-/// A client id whose home is `shard` of 2.
-fn id_at_home(shard: usize, prefix: &str) -> String {
-    (0..).map(|i| format!("{prefix}-{i}")).find(|id| home_shard(id.as_bytes(), 2) == shard).unwrap()
+/// A client id whose home is `shard` of `shards`.
+fn id_at_home(shard: usize, shards: usize, prefix: &str) -> String {
+    (0..)
+        .map(|i| format!("{prefix}-{i}"))
+        .find(|id| home_shard(id.as_bytes(), shards) == shard)
+        .unwrap()
 }
 
 fn gauge(
@@ -302,7 +305,7 @@ async fn an_mqtt_publisher_moves_with_its_session_and_its_client_id_follows() {
         let subscriber = client_on(&running, 1).await;
         let mut messages = subscriber.subscribe("co.mqtt").await.unwrap();
         subscriber.flush().await.unwrap();
-        let id = id_at_home(0, "co-pub");
+        let id = id_at_home(0, 2, "co-pub");
         let (mut publisher, _) = RawMqtt::connect_as(&mqtt, Version::V5_0, &id, true).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
 
@@ -354,7 +357,7 @@ async fn a_moved_mqtt_publisher_that_drops_sends_its_will() {
         let mut messages = subscriber.subscribe("co.willed").await.unwrap();
         let mut wills = subscriber.subscribe("co.will").await.unwrap();
         subscriber.flush().await.unwrap();
-        let id = id_at_home(0, "co-will");
+        let id = id_at_home(0, 2, "co-will");
         let mut connect = connect_packet(Version::V3_1_1, &id, true);
         connect.will = Some(Will {
             topic: "co/will".into(),
@@ -393,10 +396,7 @@ async fn a_connect_accepted_on_a_third_shard_reaches_the_moved_session_through_i
         let subscriber = client_on(&running, 1).await;
         let mut messages = subscriber.subscribe("co.third").await.unwrap();
         subscriber.flush().await.unwrap();
-        let id = (0..)
-            .map(|i| format!("co-third-{i}"))
-            .find(|id| home_shard(id.as_bytes(), 3) == 0)
-            .unwrap();
+        let id = id_at_home(0, 3, "co-third");
         let (mut publisher, _) = RawMqtt::connect_as(&mqtt, Version::V5_0, &id, true).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         const N: usize = 5_000;
