@@ -11,6 +11,8 @@ pub mod dormant;
 pub mod mesh;
 pub mod mqtt;
 pub mod nats;
+#[doc(hidden)]
+pub mod path;
 pub mod session;
 pub mod stream;
 

@@ -1,0 +1,173 @@
+//! The NATS message path run in-process, without sockets, executors or tasks: a publisher's
+//! read buffer goes through the reader's decode loop and [`nats::handle`], the mesh batches are
+//! carried to the receiving shard and back home by hand, and the subscriber's output is taken
+//! as its writer would take it. `benches/publish_path.rs` times it, and callgrind counts its
+//! instructions (callgrind cannot follow glommio's io_uring, and this VM has no hardware
+//! counters, so the broker itself can only be timed, with a run-to-run spread of 1.5x).
+//!
+//! What it leaves out: the read and write system calls, the wake-ups of parked shards and the
+//! cache lines the two cores pass to each other (both shards run on the calling thread).
+
+use super::nats::{self, Next};
+use super::Protocol;
+use super::{Identity, Shard};
+use crate::config::Config;
+use crate::protocol::nats::codec::{self, ClientOp};
+use crate::stats::ShardStats;
+use bytes::{Bytes, BytesMut};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+/// Bytes handed to the decoder per read, as the broker's largest read window.
+pub const READ_BYTES: usize = crate::limits::READ_CHUNK_BYTES;
+
+/// A publisher on shard 0 and one subscriber of `subject` on the last shard.
+pub struct Path {
+    shards: Vec<Shard>,
+    publisher: u32,
+    subscriber: u32,
+    read: BytesMut,
+}
+
+impl Path {
+    /// `shards` 1: publisher and subscriber on one shard; 2: on two, through the mesh.
+    pub fn nats(shards: usize, subject: &str) -> Path {
+        assert!((1..=2).contains(&shards));
+        let config = Arc::new(Config::from_toml("").expect("default config"));
+        let stats: Vec<Arc<ShardStats>> = (0..shards).map(|_| Arc::default()).collect();
+        let addr = "127.0.0.1:4222".parse().expect("address");
+        let identity = Arc::new(Identity {
+            server_id: "path".into(),
+            name: "path".into(),
+            nats_addr: addr,
+            mqtt_addr: "127.0.0.1:1883".parse().expect("address"),
+            mqtt_tls_addr: None,
+            nats_tls: None,
+            mqtt_tls: None,
+            retain_seq: Default::default(),
+            shutdown: Default::default(),
+            interest_issued: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            auth: None,
+            shard_stats: stats.clone(),
+            moves_in_flight: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+        });
+        let shards: Vec<Shard> = (0..shards)
+            .map(|id| {
+                let (config, identity) = (Arc::clone(&config), Arc::clone(&identity));
+                Shard::new(id, stats.len(), config, identity, Arc::clone(&stats[id]))
+            })
+            .collect();
+        let connect = Bytes::from_static(br#"{"verbose":false,"pedantic":false,"headers":true}"#);
+        let (publisher, _) = shards[0].open_conn(addr, Protocol::Nats);
+        let last = shards.len() - 1;
+        let (subscriber, _) = shards[last].open_conn(addr, Protocol::Nats);
+        for (shard, slot) in [(0, publisher), (last, subscriber)] {
+            let next = nats::handle(&shards[shard], slot, ClientOp::Connect(connect.clone()));
+            assert!(matches!(next, Next::Continue));
+        }
+        let sub = ClientOp::Sub {
+            subject: Bytes::copy_from_slice(subject.as_bytes()),
+            queue: Bytes::new(),
+            sid: Bytes::from_static(b"1"),
+        };
+        assert!(matches!(nats::handle(&shards[last], subscriber, sub), Next::Continue));
+        let path = Path { shards, publisher, subscriber, read: BytesMut::new() };
+        path.carry();
+        path.take_output();
+        path
+    }
+
+    /// Feeds `input` (whole PUB ops) to the publisher in reads of [`READ_BYTES`], as the
+    /// reader loop handles them, carrying the mesh after each read. Returns the bytes the
+    /// subscriber was sent.
+    pub fn run(&mut self, input: &[u8]) -> usize {
+        let mut sent = 0;
+        for chunk in input.chunks(READ_BYTES) {
+            self.read.extend_from_slice(chunk);
+            let shard = &self.shards[0];
+            while let Some(op) = codec::decode(&mut self.read, &shard.limits).expect("valid input")
+            {
+                match nats::handle(shard, self.publisher, op) {
+                    Next::Continue => {}
+                    other => panic!("the path only publishes: {}", matches!(other, Next::Close)),
+                }
+            }
+            self.carry();
+            sent += self.take_output();
+        }
+        sent
+    }
+
+    /// Moves every staged batch to its shard and every return back home, until none is left.
+    fn carry(&self) {
+        loop {
+            let mut moved = false;
+            for shard in &self.shards {
+                shard.mesh.stage_all();
+            }
+            for (from, sender) in self.shards.iter().enumerate() {
+                for (to, receiver) in self.shards.iter().enumerate().filter(|(to, _)| *to != from) {
+                    while let Some(mut ops) = sender.mesh.take_staged(to) {
+                        receiver.receive(from, &mut ops);
+                        receiver.mesh.recycle(from, ops);
+                        moved = true;
+                    }
+                    for ops in receiver.mesh.take_returns(from) {
+                        sender.mesh.take_home(ops);
+                        moved = true;
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    /// Takes the subscriber's output as its writer would; returns its length.
+    fn take_output(&self) -> usize {
+        let last = self.shards.len() - 1;
+        self.shards[last].with_conn(self.subscriber, |c| {
+            let n = c.out.len();
+            c.out.clear();
+            c.queued_msgs = 0;
+            c.writer_woken = false;
+            n
+        })
+    }
+
+    /// Messages routed and bytes delivered so far, from the shards' counters.
+    pub fn counted(&self) -> (u64, u64) {
+        let stats = |i: usize| &self.shards[i].stats;
+        let load = |a: &AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        (load(&stats(0).in_msgs), load(&stats(self.shards.len() - 1).out_msgs))
+    }
+}
+
+/// `count` PUBs of `payload` bytes to `subject`, as one client's byte stream.
+pub fn pubs(subject: &str, payload: usize, count: usize) -> Vec<u8> {
+    let mut one = format!("PUB {subject} {payload}\r\n").into_bytes();
+    one.resize(one.len() + payload, b'x');
+    one.extend_from_slice(b"\r\n");
+    one.repeat(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_message_reaches_the_subscriber_on_one_shard_and_across_two() {
+        for shards in [1, 2] {
+            for payload in [0, 16, 3000] {
+                let mut path = Path::nats(shards, "a.b");
+                // More than one read, and a PUB split between two reads.
+                let count = 2 * READ_BYTES / (payload + 12) + 7;
+                let sent = path.run(&pubs("a.b", payload, count));
+                let msg = format!("MSG a.b 1 {payload}\r\n").len() + payload + 2;
+                assert_eq!(sent, count * msg, "{shards} shards, {payload} B");
+                assert_eq!(path.counted(), (count as u64, count as u64));
+            }
+        }
+    }
+}
