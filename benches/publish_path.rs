@@ -5,35 +5,56 @@
 //!
 //! `cargo bench --bench publish_path`: ns per message, median of 7, as JSON lines;
 //! `BENCH_QUICK=1` one short run. For instruction counts, one pass of one case:
-//! `PATH_ONCE=<shards>,<payload>,<messages> valgrind --tool=callgrind <bench binary>`
-//! (the binary: `cargo bench --bench publish_path --no-run` prints it); the setup is the same
-//! for every case, so compare the totals of two builds or divide the difference by the messages.
+//! `PATH_ONCE=<shards>,<payload>,<messages>,<from>-<to> valgrind --tool=callgrind
+//! --toggle-collect='isthmus::shard::path::Path::run' <bench binary>` (from, to: nats or mqtt)
+//! (the binary: `cargo bench --bench publish_path --no-run` prints it); the total divided by
+//! the messages is instructions per message.
 
 mod common;
 
 use common::report;
-use isthmus::shard::path::{pubs, Path};
+use isthmus::shard::path::{pubs, Client, Path};
 
 const SUBJECT: &str = "sensors.device42.temperature";
 
+fn client(name: &str) -> Client {
+    match name {
+        "nats" => Client::Nats,
+        "mqtt" => Client::Mqtt,
+        _ => panic!("nats or mqtt, not {name}"),
+    }
+}
+
 fn main() {
     if let Ok(once) = std::env::var("PATH_ONCE") {
-        let n: Vec<usize> = once.split(',').map(|v| v.parse().expect("PATH_ONCE=s,p,n")).collect();
-        let input = pubs(SUBJECT, n[1], n[2]);
-        let mut path = Path::nats(n[0], SUBJECT);
+        let n: Vec<&str> = once.split(',').collect();
+        let number =
+            |i: usize| -> usize { n[i].parse().expect("PATH_ONCE=shards,payload,n,from-to") };
+        let (from, to) = n.get(3).copied().unwrap_or("nats-nats").split_once('-').expect("from-to");
+        let (from, to) = (client(from), client(to));
+        let input = pubs(from, SUBJECT, number(1), number(2));
+        let mut path = Path::new(number(0), from, to, SUBJECT);
         let sent = path.run(&input);
         let (routed, delivered) = path.counted();
-        assert_eq!((routed, delivered), (n[2] as u64, n[2] as u64));
+        assert_eq!((routed, delivered), (number(2) as u64, number(2) as u64));
         println!("{{\"once\":\"{once}\",\"bytes_sent\":{sent}}}");
         return;
     }
     let quick = std::env::var_os("BENCH_QUICK").is_some();
     let (runs, count) = if quick { (1, 10_000) } else { (7, 200_000) };
+    let cases = [
+        ("nats", "nats", 16),
+        ("nats", "nats", 256),
+        ("mqtt", "mqtt", 16),
+        ("mqtt", "mqtt", 256),
+        ("mqtt", "nats", 16),
+        ("nats", "mqtt", 16),
+    ];
     for shards in [1, 2] {
-        for payload in [16, 256] {
-            let input = pubs(SUBJECT, payload, count);
-            let mut path = Path::nats(shards, SUBJECT);
-            report(&format!("nats_path_{shards}shard_{payload}b"), runs, count, || {
+        for (from, to, payload) in cases {
+            let input = pubs(client(from), SUBJECT, payload, count);
+            let mut path = Path::new(shards, client(from), client(to), SUBJECT);
+            report(&format!("{from}_to_{to}_{shards}shard_{payload}b"), runs, count, || {
                 path.run(&input);
             });
             let (routed, delivered) = path.counted();

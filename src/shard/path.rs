@@ -21,17 +21,35 @@ use std::sync::Arc;
 /// Bytes handed to the decoder per read, as the broker's largest read window.
 pub const READ_BYTES: usize = crate::limits::READ_CHUNK_BYTES;
 
-/// A publisher on shard 0 and one subscriber of `subject` on the last shard.
+/// A client's protocol on the path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Client {
+    /// A NATS client (CONNECT with headers).
+    Nats,
+    /// An MQTT 3.1.1 client, QoS 0.
+    Mqtt,
+}
+
+/// A publisher on shard 0 and one subscriber of `subject` (its MQTT form for an MQTT
+/// subscriber) on the last shard.
 pub struct Path {
     shards: Vec<Shard>,
     publisher: u32,
+    /// The MQTT publisher's packet loop state; `None` for a NATS publisher.
+    mqtt_state: Option<super::mqtt::ConnState>,
     subscriber: u32,
     read: BytesMut,
 }
 
 impl Path {
-    /// `shards` 1: publisher and subscriber on one shard; 2: on two, through the mesh.
+    /// A NATS publisher and subscriber on one shard (`shards` 1) or two, through the mesh.
     pub fn nats(shards: usize, subject: &str) -> Path {
+        Path::new(shards, Client::Nats, Client::Nats, subject)
+    }
+
+    /// `from` publishes, `to` subscribes to `subject` (NATS spelling; an MQTT client uses its
+    /// MQTT form), on one shard (`shards` 1) or two, through the mesh.
+    pub fn new(shards: usize, from: Client, to: Client, subject: &str) -> Path {
         assert!((1..=2).contains(&shards));
         let config = Arc::new(Config::from_toml("").expect("default config"));
         let stats: Vec<Arc<ShardStats>> = (0..shards).map(|_| Arc::default()).collect();
@@ -57,39 +75,65 @@ impl Path {
                 Shard::new(id, stats.len(), config, identity, Arc::clone(&stats[id]))
             })
             .collect();
-        let connect = Bytes::from_static(br#"{"verbose":false,"pedantic":false,"headers":true}"#);
-        let (publisher, _) = shards[0].open_conn(addr, Protocol::Nats);
         let last = shards.len() - 1;
-        let (subscriber, _) = shards[last].open_conn(addr, Protocol::Nats);
-        for (shard, slot) in [(0, publisher), (last, subscriber)] {
-            let next = nats::handle(&shards[shard], slot, ClientOp::Connect(connect.clone()));
-            assert!(matches!(next, Next::Continue));
-        }
-        let sub = ClientOp::Sub {
-            subject: Bytes::copy_from_slice(subject.as_bytes()),
-            queue: Bytes::new(),
-            sid: Bytes::from_static(b"1"),
+        let open = |shard: &Shard, client: Client, id: &str| -> (u32, Option<_>) {
+            match client {
+                Client::Nats => {
+                    let (slot, _) = shard.open_conn(addr, Protocol::Nats);
+                    let connect = br#"{"verbose":false,"pedantic":false,"headers":true}"#;
+                    let connect = ClientOp::Connect(Bytes::from_static(connect));
+                    assert!(matches!(nats::handle(shard, slot, connect), Next::Continue));
+                    (slot, None)
+                }
+                Client::Mqtt => {
+                    let (slot, _) = shard.open_conn(addr, Protocol::Mqtt);
+                    (slot, Some(super::mqtt::path_attach(shard, slot, id)))
+                }
+            }
         };
-        assert!(matches!(nats::handle(&shards[last], subscriber, sub), Next::Continue));
-        let path = Path { shards, publisher, subscriber, read: BytesMut::new() };
+        let (publisher, mqtt_publisher) = open(&shards[0], from, "publisher");
+        let (subscriber, mqtt_subscriber) = open(&shards[last], to, "subscriber");
+        match mqtt_subscriber {
+            None => {
+                let sub = ClientOp::Sub {
+                    subject: Bytes::copy_from_slice(subject.as_bytes()),
+                    queue: Bytes::new(),
+                    sid: Bytes::from_static(b"1"),
+                };
+                assert!(matches!(nats::handle(&shards[last], subscriber, sub), Next::Continue));
+            }
+            Some((session, _)) => {
+                super::mqtt::path_subscribe(&shards[last], session, &subject.replace('.', "/"))
+            }
+        }
+        let mqtt_state = mqtt_publisher.map(|(_, state)| state);
+        let path = Path { shards, publisher, mqtt_state, subscriber, read: BytesMut::new() };
         path.carry();
         path.take_output();
         path
     }
 
-    /// Feeds `input` (whole PUB ops) to the publisher in reads of [`READ_BYTES`], as the
-    /// reader loop handles them, carrying the mesh after each read. Returns the bytes the
-    /// subscriber was sent.
+    /// Feeds `input` (whole publishes from [`pubs`]) to the publisher in reads of
+    /// [`READ_BYTES`], as its reader loop handles them, carrying the mesh after each read.
+    /// Returns the bytes the subscriber was sent.
     pub fn run(&mut self, input: &[u8]) -> usize {
         let mut sent = 0;
         for chunk in input.chunks(READ_BYTES) {
             self.read.extend_from_slice(chunk);
             let shard = &self.shards[0];
-            while let Some(op) = codec::decode(&mut self.read, &shard.limits).expect("valid input")
-            {
-                match nats::handle(shard, self.publisher, op) {
-                    Next::Continue => {}
-                    other => panic!("the path only publishes: {}", matches!(other, Next::Close)),
+            match &mut self.mqtt_state {
+                Some(state) => {
+                    super::mqtt::path_publish(shard, self.publisher, state, &mut self.read)
+                }
+                None => {
+                    while let Some(op) =
+                        codec::decode(&mut self.read, &shard.limits).expect("valid input")
+                    {
+                        match nats::handle(shard, self.publisher, op) {
+                            Next::Continue => {}
+                            _ => panic!("the path's publishes neither wait nor end the connection"),
+                        }
+                    }
                 }
             }
             self.carry();
@@ -144,11 +188,32 @@ impl Path {
     }
 }
 
-/// `count` PUBs of `payload` bytes to `subject`, as one client's byte stream.
-pub fn pubs(subject: &str, payload: usize, count: usize) -> Vec<u8> {
-    let mut one = format!("PUB {subject} {payload}\r\n").into_bytes();
+/// `count` publishes of `payload` bytes to `subject` (NATS spelling), as one `client`'s
+/// byte stream: NATS PUBs, or MQTT QoS 0 PUBLISHes to the subject's MQTT form.
+pub fn pubs(client: Client, subject: &str, payload: usize, count: usize) -> Vec<u8> {
+    let mut one = match client {
+        Client::Nats => format!("PUB {subject} {payload}\r\n").into_bytes(),
+        Client::Mqtt => {
+            let topic = subject.replace('.', "/");
+            let mut remaining = 2 + topic.len() + payload;
+            let mut head = vec![0x30];
+            loop {
+                let byte = (remaining % 128) as u8;
+                remaining /= 128;
+                head.push(if remaining > 0 { byte | 0x80 } else { byte });
+                if remaining == 0 {
+                    break;
+                }
+            }
+            head.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+            head.extend_from_slice(topic.as_bytes());
+            head
+        }
+    };
     one.resize(one.len() + payload, b'x');
-    one.extend_from_slice(b"\r\n");
+    if client == Client::Nats {
+        one.extend_from_slice(b"\r\n");
+    }
     one.repeat(count)
 }
 
@@ -158,15 +223,21 @@ mod tests {
 
     #[test]
     fn every_message_reaches_the_subscriber_on_one_shard_and_across_two() {
-        for shards in [1, 2] {
-            for payload in [0, 16, 3000] {
-                let mut path = Path::nats(shards, "a.b");
-                // More than one read, and a PUB split between two reads.
-                let count = 2 * READ_BYTES / (payload + 12) + 7;
-                let sent = path.run(&pubs("a.b", payload, count));
-                let msg = format!("MSG a.b 1 {payload}\r\n").len() + payload + 2;
-                assert_eq!(sent, count * msg, "{shards} shards, {payload} B");
-                assert_eq!(path.counted(), (count as u64, count as u64));
+        use Client::{Mqtt, Nats};
+        for (from, to) in [(Nats, Nats), (Mqtt, Mqtt), (Mqtt, Nats), (Nats, Mqtt)] {
+            for shards in [1, 2] {
+                for payload in [0, 16, 3000] {
+                    let case = format!("{from:?} -> {to:?}, {shards} shards, {payload} B");
+                    let one =
+                        Path::new(shards, from, to, "a.b").run(&pubs(from, "a.b", payload, 1));
+                    assert!(one > payload, "{case}: {one} bytes for one message");
+                    // More than one read, and a publish split between two reads.
+                    let count = 2 * READ_BYTES / (payload + 12) + 7;
+                    let mut path = Path::new(shards, from, to, "a.b");
+                    let sent = path.run(&pubs(from, "a.b", payload, count));
+                    assert_eq!(sent, count * one, "{case}");
+                    assert_eq!(path.counted(), (count as u64, count as u64), "{case}");
+                }
             }
         }
     }
