@@ -89,9 +89,12 @@ pub fn decode(buf: &mut BytesMut, limits: &Limits) -> Result<Option<ClientOp>, D
         return Err(DecodeError::MaxControlLine);
     }
     let line = &buf[..line_end];
+    let head_len = newline + 1;
+    if let Some(args) = simple_pub(line) {
+        return finish_pub(buf, limits, head_len, args);
+    }
     let op_end = next_blank(line, 0);
     let op = &line[..op_end];
-    let head_len = newline + 1;
 
     if op.eq_ignore_ascii_case(b"PUB") {
         let (args, count) = split_args(line, op_end)?;
@@ -100,24 +103,7 @@ pub fn decode(buf: &mut BytesMut, limits: &Limits) -> Result<Option<ClientOp>, D
             3 => (args[0], args[1], parse_size(line, args[2])?),
             _ => return Err(DecodeError::UnknownOperation),
         };
-        if size > limits.max_payload as usize {
-            return Err(DecodeError::MaxPayload);
-        }
-        if !frame_ready(buf, head_len, size)? {
-            return Ok(None);
-        }
-        let mut at = 0;
-        let subject = cut(buf, &mut at, subject);
-        let reply = cut(buf, &mut at, reply);
-        let payload = cut(buf, &mut at, (head_len, head_len + size));
-        cut_end(buf, at, head_len + size + 2);
-        return Ok(Some(ClientOp::Pub(Message {
-            subject,
-            reply,
-            headers: Bytes::new(),
-            payload,
-            meta: Default::default(),
-        })));
+        return finish_pub(buf, limits, head_len, (subject, reply, size));
     }
     if op.eq_ignore_ascii_case(b"HPUB") {
         let (args, count) = split_args(line, op_end)?;
@@ -193,6 +179,73 @@ pub fn decode(buf: &mut BytesMut, limits: &Limits) -> Result<Option<ClientOp>, D
         return Ok(Some(ClientOp::Connect(frame.slice(start..line_end))));
     }
     Err(DecodeError::UnknownOperation)
+}
+
+/// The arguments of a PUB line in the form clients send: `PUB <subject> [reply] <size>`, single
+/// spaces, a size of at most 9 digits. `None` for any other line, which the general parser
+/// then reads (to the same result, or its error). Split out because the general one, with its
+/// op name match and argument array, was a third of a 16 B message's decode (callgrind).
+#[inline(always)]
+fn simple_pub(line: &[u8]) -> Option<(Span, Span, usize)> {
+    if line.len() < 7 || line[..4] != *b"PUB " {
+        return None;
+    }
+    let mut digits_start = line.len();
+    let mut size = 0;
+    let mut scale = 1;
+    while digits_start > 4 && line[digits_start - 1].is_ascii_digit() {
+        digits_start -= 1;
+        size += scale * usize::from(line[digits_start] - b'0');
+        scale *= 10;
+        if line.len() - digits_start > 9 {
+            return None;
+        }
+    }
+    // The blank before the size, and at least one byte of subject before it.
+    if digits_start == line.len() || digits_start < 6 || line[digits_start - 1] != b' ' {
+        return None;
+    }
+    let middle_end = digits_start - 1;
+    let blank = next_blank(line, 4);
+    if blank == 4 {
+        return None;
+    }
+    if blank == middle_end {
+        return Some(((4, middle_end), (0, 0), size));
+    }
+    // A reply: one more token, with nothing blank in it.
+    if blank + 1 >= middle_end || next_blank(line, blank + 1) != middle_end {
+        return None;
+    }
+    Some(((4, blank), (blank + 1, middle_end), size))
+}
+
+/// The rest of a PUB once its line is read: size checks, then the message cut from `buf`.
+#[inline(always)]
+fn finish_pub(
+    buf: &mut BytesMut,
+    limits: &Limits,
+    head_len: usize,
+    (subject, reply, size): (Span, Span, usize),
+) -> Result<Option<ClientOp>, DecodeError> {
+    if size > limits.max_payload as usize {
+        return Err(DecodeError::MaxPayload);
+    }
+    if !frame_ready(buf, head_len, size)? {
+        return Ok(None);
+    }
+    let mut at = 0;
+    let subject = cut(buf, &mut at, subject);
+    let reply = cut(buf, &mut at, reply);
+    let payload = cut(buf, &mut at, (head_len, head_len + size));
+    cut_end(buf, at, head_len + size + 2);
+    Ok(Some(ClientOp::Pub(Message {
+        subject,
+        reply,
+        headers: Bytes::new(),
+        payload,
+        meta: Default::default(),
+    })))
 }
 
 /// Encodes a client op in its canonical form. `decode(encode(op)) == op` for every op whose
@@ -425,6 +478,51 @@ mod tests {
                         assert_eq!(next_blank(&line, from), want, "{line:?} from {from}");
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn pub_lines_read_the_same_by_the_fast_and_the_general_parser() {
+        // `pub` in lower case always takes the general parser; `PUB` takes the fast one when
+        // it can. Both must agree on every line, errors included.
+        let lines = [
+            "a 0",
+            "a 5",
+            "a.b 5",
+            "a r 5",
+            "a r 05",
+            "a  5",
+            "a\t5",
+            "a r\t5",
+            "a\tr 5",
+            "a r  5",
+            " a 5",
+            "a 5 ",
+            "a r s 5",
+            "a",
+            "5",
+            "a x5",
+            "a 5x",
+            "a 123456789",
+            "a 1234567890",
+            "a 12345678901",
+            "a r 999999999",
+            "a -1",
+            "ab.cd.ef rep.ly 3",
+            "a\t\t5",
+            "a r \t5",
+        ];
+        let limits = Limits { max_payload: 1 << 30, max_control_line: 64 };
+        for line in lines {
+            for payload in ["", "hello", "abc"] {
+                let decode = |op: &str| {
+                    let mut buf =
+                        BytesMut::from(format!("{op} {line}\r\n{payload}\r\n").as_bytes());
+                    let result = decode(&mut buf, &limits);
+                    (result, buf.len())
+                };
+                assert_eq!(decode("PUB"), decode("pub"), "PUB {line:?} with {payload:?}");
             }
         }
     }
