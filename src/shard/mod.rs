@@ -735,6 +735,7 @@ impl Shard {
     /// Delivers to this shard's subscriptions first, then moves the message into the last
     /// remote target's envelope (clones only for fan-out over several shards): every clone
     /// is an atomic increment per `Bytes` on the publisher's read buffer.
+    #[inline]
     fn route_to(&self, origin: Option<u32>, message: Message, interest: &InterestMatch) {
         ShardStats::add(&self.stats.in_msgs, 1);
         ShardStats::add(&self.stats.in_bytes, message.size() as u64);
