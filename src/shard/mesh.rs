@@ -290,13 +290,16 @@ impl MeshState {
         }
     }
 
-    /// Gives an empty outbox a pooled vector, or grows a full one.
+    /// Gives an empty outbox a pooled vector, or grows a full one. A vector grows once, to
+    /// the most a batch holds: doubling from 64 copied it four times on its way there (perf of
+    /// MQTT 1->1: 1.9 % of the publisher shard's samples in `reserve`, while the pool filled
+    /// with grown vectors), and vectors stay pooled at that size.
     #[cold]
     fn make_room(&self, ops: &mut Vec<MeshOp>) {
         if ops.capacity() == 0 {
             *ops = self.pool.borrow_mut().pop().unwrap_or_else(|| Vec::with_capacity(64));
         } else {
-            ops.reserve(1);
+            ops.reserve_exact(MESH_BATCH_OPS_MAX.max(ops.len() + 1) - ops.len());
         }
     }
 

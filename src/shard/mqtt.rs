@@ -1122,7 +1122,7 @@ fn on_publish(
     if denied {
         return Ok(publish_denied(shard, slot, version, qos, packet_id));
     }
-    let message = mqtt_message(
+    let mut message = mqtt_message(
         topic,
         subject,
         qos_bits,
@@ -1143,7 +1143,7 @@ fn on_publish(
     if retain {
         shard.mqtt_retain(&message);
     }
-    match shard.publish(slot, message, false) {
+    match shard.publish(slot, &mut message, false) {
         Routed::Done => {}
         // Boxed: rare (at most one sync per connection per SYNC_COVERS), and it keeps the
         // common return small.

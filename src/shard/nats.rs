@@ -115,7 +115,7 @@ pub fn handle(shard: &Shard, slot: u32, op: ClientOp) -> Next {
                     ..Default::default()
                 }));
             }
-            return match shard.publish(slot, message, false) {
+            return match shard.publish(slot, &mut message, false) {
                 Routed::Done => Next::Continue,
                 wait => Next::Wait(wait),
             };
