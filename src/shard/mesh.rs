@@ -230,17 +230,11 @@ impl MeshState {
         }
     }
 
-    /// Appends an operation for `target`; a full outbox is staged at once.
-    pub fn push(&self, target: usize, op: MeshOp) {
-        self.push_with(target, || op);
-    }
-
     /// Appends the delivery of `message` to `target`. Inlined, with room made before the
     /// envelope exists, so the compiler can build it in the outbox: a message is otherwise
     /// copied once more per call it passes through, and those stores are what the reader's
     /// next atomic reference count operation waits for.
     #[inline(always)]
-    #[allow(unsafe_code)]
     pub fn push_deliver(
         &self,
         target: usize,
@@ -248,6 +242,13 @@ impl MeshState {
         plain: bool,
         queues: SmallVec<[Bytes; 1]>,
     ) {
+        self.push(target, MeshOp::Deliver(Envelope { message, plain, queues, hops: 0 }));
+    }
+
+    /// Appends an operation for `target`; a full outbox is staged at once.
+    #[inline(always)]
+    #[allow(unsafe_code)]
+    pub fn push(&self, target: usize, op: MeshOp) {
         debug_assert_ne!(target, self.me);
         let full = {
             let mut outbox = self.outbox.borrow_mut();
@@ -255,15 +256,10 @@ impl MeshState {
             if ops.capacity() == ops.len() {
                 self.make_room(ops);
             }
-            // Written straight into the vector's free slot: `Vec::push` of a built `MeshOp`
-            // copied the envelope twice more (perf: 7.5 % of the publisher shard's samples in
-            // those copies, 16 B NATS 1->1).
-            ops.spare_capacity_mut()[0].write(MeshOp::Deliver(Envelope {
-                message,
-                plain,
-                queues,
-                hops: 0,
-            }));
+            // Written straight into the vector's free slot: `Vec::push` of the built `MeshOp`
+            // copied a delivery's envelope twice more (perf: 7.5 % of the publisher shard's
+            // samples in those copies, 16 B NATS 1->1).
+            ops.spare_capacity_mut()[0].write(op);
             // SAFETY: the slot at `len` is within capacity (made above) and now initialized.
             unsafe { ops.set_len(ops.len() + 1) };
             ops.len() >= MESH_BATCH_OPS_MAX
@@ -273,27 +269,10 @@ impl MeshState {
         }
     }
 
-    #[inline(always)]
-    fn push_with(&self, target: usize, op: impl FnOnce() -> MeshOp) {
-        debug_assert_ne!(target, self.me);
-        let full = {
-            let mut outbox = self.outbox.borrow_mut();
-            let ops = &mut outbox[target];
-            if ops.capacity() == ops.len() {
-                self.make_room(ops);
-            }
-            ops.push(op());
-            ops.len() >= MESH_BATCH_OPS_MAX
-        };
-        if full {
-            self.stage(target);
-        }
-    }
-
     /// Gives an empty outbox a pooled vector, or grows a full one. A vector grows once, to
-    /// the most a batch holds: doubling from 64 copied it four times on its way there (perf of
-    /// MQTT 1->1: 1.9 % of the publisher shard's samples in `reserve`, while the pool filled
-    /// with grown vectors), and vectors stay pooled at that size.
+    /// the most a batch holds, and stays pooled at that size: doubling from 64 copied every
+    /// envelope so far at each step (one perf run of MQTT 1->1 put 1.9 % of the publisher
+    /// shard's samples in copies under `reserve`).
     #[cold]
     fn make_room(&self, ops: &mut Vec<MeshOp>) {
         if ops.capacity() == 0 {
