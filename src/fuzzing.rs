@@ -21,6 +21,16 @@ pub fn nats_decode(data: &[u8]) {
         let pieces = decode_stream(&[&data[..split], &data[split..]]);
         assert_eq!(whole, pieces, "split at {split} changed the result");
     }
+    if let Some(rest) = data.strip_prefix(b"PUB ") {
+        // `pub` in lower case never takes the decoder's fast path for PUB lines: both paths
+        // must read the first op alike, errors and bytes consumed included.
+        let lower = [&b"pub "[..], rest].concat();
+        let once = |input: &[u8]| {
+            let mut buf = BytesMut::from(input);
+            (codec::decode(&mut buf, &LIMITS), buf.len())
+        };
+        assert_eq!(once(data), once(&lower), "fast and general PUB parsers differ");
+    }
     for op in &whole.0 {
         let mut encoded = BytesMut::new();
         codec::encode_client_op(op, &mut encoded);
