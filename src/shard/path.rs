@@ -1,7 +1,7 @@
-//! The NATS message path run in-process, without sockets, executors or tasks: a publisher's
-//! read buffer goes through the reader's decode loop and [`nats::handle`], the mesh batches are
-//! carried to the receiving shard and back home by hand, and the subscriber's output is taken
-//! as its writer would take it. `benches/publish_path.rs` times it, and callgrind counts its
+//! The message path run in-process, without sockets, executors or tasks: a NATS or MQTT
+//! publisher's read buffer goes through its reader's decode loop ([`nats::handle`], or the
+//! MQTT reader's `on_publish`), the mesh batches are carried to the receiving shard and back
+//! home by hand, and the subscriber's output is taken as its writer would take it. `benches/publish_path.rs` times it, and callgrind counts its
 //! instructions (callgrind cannot follow glommio's io_uring, and this VM has no hardware
 //! counters, so the broker itself can only be timed, with a run-to-run spread of 1.5x).
 //!
@@ -180,7 +180,8 @@ impl Path {
         })
     }
 
-    /// Messages routed and bytes delivered so far, from the shards' counters.
+    /// Messages routed (publisher's shard) and delivered (subscriber's shard) so far, from the
+    /// shards' counters.
     pub fn counted(&self) -> (u64, u64) {
         let stats = |i: usize| &self.shards[i].stats;
         let load = |a: &AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);

@@ -460,17 +460,16 @@ mod tests {
     #[test]
     fn next_blank_finds_the_first_space_or_tab_at_every_position() {
         for len in 0..40 {
-            for blank in [None, Some((b' ', 0)), Some((b'\t', 0))] {
+            for blank in [None, Some(b' '), Some(b'\t')] {
                 for at in 0..len.max(1) {
-                    // Bytes next to the blanks' values, to catch a borrow that flags too low.
+                    // Bytes next to the blanks' values (0x1f, 0x21, 0x08, 0x0a) and high bytes,
+                    // to catch a borrow that flags a byte too low.
                     let mut line: Vec<u8> =
-                        (0..len).map(|i| [b'!', 0x21, 0x0a, 0x08, 0xa0][i % 5]).collect();
-                    if let Some((b, _)) = blank {
-                        if at < len {
-                            line[at] = b;
-                            if at + 3 < len {
-                                line[at + 3] = b' ';
-                            }
+                        (0..len).map(|i| [b'a', 0x1f, 0x21, 0x08, 0x0a, 0xa0][i % 6]).collect();
+                    if let (Some(b), true) = (blank, at < len) {
+                        line[at] = b;
+                        if at + 3 < len {
+                            line[at + 3] = b' ';
                         }
                     }
                     for from in 0..=len {
