@@ -294,6 +294,45 @@ async fn mqtt_publish_numbered(publisher: &mut RawMqtt, topic: &str, from: usize
     }
 }
 
+/// A NATS subscriber of `subject` on shard 1, and a 5.0 MQTT publisher connected as a client
+/// id whose home is shard 0 (of `shards`). Returns the subscriber's client (keep it), its
+/// subscription, the publisher and its client id.
+async fn subscriber_and_publisher(
+    running: &isthmus::serve::Running,
+    shards: usize,
+    subject: &str,
+    client_id: &str,
+) -> (Client, async_nats::Subscriber, RawMqtt, String) {
+    let subscriber = client_on(running, 1).await;
+    let messages = subscriber.subscribe(subject.to_string()).await.unwrap();
+    subscriber.flush().await.unwrap();
+    let id = id_at_home(0, shards, client_id);
+    let mqtt = running.mqtt_addr().to_string();
+    let (publisher, _) = RawMqtt::connect_as(&mqtt, Version::V5_0, &id, true).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    (subscriber, messages, publisher, id)
+}
+
+/// Publishes `count` numbered QoS 0 messages from `publisher` to `topic` (paced, so that it
+/// moves), checks that `messages` gets every one in order, and that the publisher moved once,
+/// from shard 0. Returns `messages` for more.
+async fn publish_numbered_and_move(
+    running: &isthmus::serve::Running,
+    publisher: &mut RawMqtt,
+    topic: &str,
+    mut messages: async_nats::Subscriber,
+    count: usize,
+) -> async_nats::Subscriber {
+    let receiving = tokio::spawn(async move {
+        expect_numbered(&mut messages, count).await;
+        messages
+    });
+    mqtt_publish_numbered(publisher, topic, 0, count).await;
+    let messages = receiving.await.expect("receiver");
+    assert_eq!(gauge(running, 0, |s| &s.mqtt_moves), 1, "moved once");
+    messages
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mqtt_publisher_moves_with_its_session_and_its_client_id_follows() {
     if skip() {
@@ -302,21 +341,10 @@ async fn an_mqtt_publisher_moves_with_its_session_and_its_client_id_follows() {
     let running = in_process_toml(2, "");
     let mqtt = running.mqtt_addr().to_string();
     within(TEST_LIMIT, async {
-        let subscriber = client_on(&running, 1).await;
-        let mut messages = subscriber.subscribe("co.mqtt").await.unwrap();
-        subscriber.flush().await.unwrap();
-        let id = id_at_home(0, 2, "co-pub");
-        let (mut publisher, _) = RawMqtt::connect_as(&mqtt, Version::V5_0, &id, true).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-
-        const N: usize = 20_000;
-        let receiving = tokio::spawn(async move {
-            expect_numbered(&mut messages, N).await;
-            messages
-        });
-        mqtt_publish_numbered(&mut publisher, "co/mqtt", 0, N).await;
-        let mut messages = receiving.await.expect("receiver");
-        assert_eq!(gauge(&running, 0, |s| &s.mqtt_moves), 1, "moved once");
+        let (_subscriber, messages, mut publisher, id) =
+            subscriber_and_publisher(&running, 2, "co.mqtt", "co-pub").await;
+        let mut messages =
+            publish_numbered_and_move(&running, &mut publisher, "co/mqtt", messages, 20_000).await;
         assert_eq!((connections(&running, 0), connections(&running, 1)), (0, 2));
         assert_eq!(
             (gauge(&running, 0, |s| &s.mqtt_sessions), gauge(&running, 1, |s| &s.mqtt_sessions)),
@@ -354,7 +382,7 @@ async fn a_moved_mqtt_publisher_that_drops_sends_its_will() {
     let mqtt = running.mqtt_addr().to_string();
     within(TEST_LIMIT, async {
         let subscriber = client_on(&running, 1).await;
-        let mut messages = subscriber.subscribe("co.willed").await.unwrap();
+        let messages = subscriber.subscribe("co.willed").await.unwrap();
         let mut wills = subscriber.subscribe("co.will").await.unwrap();
         subscriber.flush().await.unwrap();
         let id = id_at_home(0, 2, "co-will");
@@ -368,11 +396,7 @@ async fn a_moved_mqtt_publisher_that_drops_sends_its_will() {
         });
         let (mut publisher, _) = RawMqtt::handshake(&mqtt, connect).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
-        const N: usize = 5_000;
-        let receiving = tokio::spawn(async move { expect_numbered(&mut messages, N).await });
-        mqtt_publish_numbered(&mut publisher, "co/willed", 0, N).await;
-        receiving.await.expect("receiver");
-        assert_eq!(gauge(&running, 0, |s| &s.mqtt_moves), 1, "moved once");
+        publish_numbered_and_move(&running, &mut publisher, "co/willed", messages, 5_000).await;
         // The socket closes without DISCONNECT: the shard it moved to publishes the will.
         drop(publisher);
         let will = tokio::time::timeout(Duration::from_secs(5), wills.next()).await;
@@ -393,20 +417,10 @@ async fn a_connect_accepted_on_a_third_shard_reaches_the_moved_session_through_i
     let running = in_process_toml(3, "");
     let mqtt = running.mqtt_addr().to_string();
     within(TEST_LIMIT, async {
-        let subscriber = client_on(&running, 1).await;
-        let mut messages = subscriber.subscribe("co.third").await.unwrap();
-        subscriber.flush().await.unwrap();
-        let id = id_at_home(0, 3, "co-third");
-        let (mut publisher, _) = RawMqtt::connect_as(&mqtt, Version::V5_0, &id, true).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        const N: usize = 5_000;
-        let receiving = tokio::spawn(async move {
-            expect_numbered(&mut messages, N).await;
-            messages
-        });
-        mqtt_publish_numbered(&mut publisher, "co/third", 0, N).await;
-        let mut messages = receiving.await.expect("receiver");
-        assert_eq!(gauge(&running, 0, |s| &s.mqtt_moves), 1, "moved once");
+        let (_subscriber, messages, mut publisher, id) =
+            subscriber_and_publisher(&running, 3, "co.third", "co-third").await;
+        let mut messages =
+            publish_numbered_and_move(&running, &mut publisher, "co/third", messages, 5_000).await;
         // Reconnect with the same client id until the kernel hands a connection to shard 2
         // (its hand-off counter moves); each takes the session over where it is.
         let mut current = publisher;
