@@ -5,8 +5,9 @@
 //!
 //! `cargo bench --bench publish_path`: ns per message, median of 7, as JSON lines;
 //! `BENCH_QUICK=1` one short run. For instruction counts, one pass of one case:
-//! `PATH_ONCE=<shards>,<payload>,<messages>,<from>-<to> valgrind --tool=callgrind
-//! --toggle-collect='isthmus::shard::path::Path::run' <bench binary>` (from, to: nats or mqtt)
+//! `PATH_ONCE=<shards>,<payload>,<messages>,<from>-<to>[,rotate] valgrind --tool=callgrind
+//! --toggle-collect='isthmus::shard::path::Path::run' <bench binary>` (from, to: nats or mqtt;
+//! `rotate`: 64 subjects in turn to one wildcard subscriber)
 //! (the binary: `cargo bench --bench publish_path --no-run` prints it); the total divided by
 //! the messages is instructions per message.
 
@@ -32,8 +33,19 @@ fn main() {
             |i: usize| -> usize { n[i].parse().expect("PATH_ONCE=shards,payload,n,from-to") };
         let (from, to) = n.get(3).copied().unwrap_or("nats-nats").split_once('-').expect("from-to");
         let (from, to) = (client(from), client(to));
-        let input = pubs(from, SUBJECT, number(1), number(2));
-        let mut path = Path::new(number(0), from, to, SUBJECT);
+        // A fifth field `rotate`: every message to another of 64 subjects, one wildcard
+        // subscriber (the worst case for the match caches' last-subject shortcut).
+        let rotate = n.get(4) == Some(&"rotate");
+        let (input, filter) = if rotate {
+            let subjects: Vec<Vec<u8>> = (0..64)
+                .map(|d| pubs(from, &format!("sensors.device{d}.temperature"), number(1), 1))
+                .collect();
+            let input = (0..number(2)).flat_map(|i| subjects[i % 64].clone()).collect();
+            (input, "sensors.*.temperature")
+        } else {
+            (pubs(from, SUBJECT, number(1), number(2)), SUBJECT)
+        };
+        let mut path = Path::new(number(0), from, to, filter);
         let sent = path.run(&input);
         let (routed, delivered) = path.counted();
         assert_eq!((routed, delivered), (number(2) as u64, number(2) as u64));

@@ -47,7 +47,7 @@ impl Path {
         Path::new(shards, Client::Nats, Client::Nats, subject)
     }
 
-    /// `from` publishes, `to` subscribes to `subject` (NATS spelling; an MQTT client uses its
+    /// `from` publishes, `to` subscribes to `subject` (a NATS filter; an MQTT client uses its
     /// MQTT form), on one shard (`shards` 1) or two, through the mesh.
     pub fn new(shards: usize, from: Client, to: Client, subject: &str) -> Path {
         assert!((1..=2).contains(&shards));
@@ -103,7 +103,8 @@ impl Path {
                 assert!(matches!(nats::handle(&shards[last], subscriber, sub), Next::Continue));
             }
             Some((session, _)) => {
-                super::mqtt::path_subscribe(&shards[last], session, &subject.replace('.', "/"))
+                let filter = subject.replace('.', "/").replace('*', "+").replace('>', "#");
+                super::mqtt::path_subscribe(&shards[last], session, &filter)
             }
         }
         let mqtt_state = mqtt_publisher.map(|(_, state)| state);
