@@ -87,6 +87,68 @@ async fn qos0_to_a_subscriber_that_never_reads_is_dropped_and_counted() {
     running.stop();
 }
 
+/// A publisher whose socket always has data (every read fills the window) must not keep the
+/// writers of its own shard from running: a QoS 0 subscriber there that reads as fast as it
+/// can gets the whole burst, byte for byte. glommio reads a ready socket without returning
+/// to the executor, so before readers yielded after a full read the subscriber's writer ran
+/// only after the publisher's whole burst and every delivery past `max_pending_bytes` was
+/// dropped (`isthmus-loadtest mqtt-pubsub --size 256` on one shard: 31,739 of 500,000, one
+/// 8 MiB bound's worth).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos0_subscriber_on_the_publishers_shard_gets_a_whole_burst() {
+    use tokio::io::AsyncReadExt;
+    const N: usize = 20_000;
+    const SIZE: usize = 256;
+    if common::peer() != common::Peer::Isthmus {
+        eprintln!("note: in-process isthmus test; skipped with ISTHMUS_TEST_PEER set");
+        return;
+    }
+    // 256 KiB: the burst (5 MiB) is twenty times the bound.
+    let running = broker("max_pending_bytes = 262144\n");
+    let addr = running.mqtt_addr().to_string();
+    within(TEST_LIMIT, async {
+        let topic = "burst/qos0";
+        let (mut sub, _) = RawMqtt::connect_as(&addr, Version::V3_1_1, "burst-sub", true).await;
+        assert_eq!(sub.subscribe(topic, QoS::AtMostOnce).await, vec![ReasonCode(0)]);
+        let mut sub = sub.into_stream();
+        let (mut publisher, _) =
+            RawMqtt::connect_as(&addr, Version::V3_1_1, "burst-pub", true).await;
+        // A 3.1.1 QoS 0 PUBLISH goes out as it came in, so the subscriber's bytes must be
+        // exactly the publisher's.
+        let mut out = BytesMut::new();
+        for i in 0..N {
+            let publish = publish_packet(topic, QoS::AtMostOnce, 0, &payload(i, SIZE));
+            encode(&Packet::Publish(publish), Version::V3_1_1, &mut out);
+        }
+        let sent = out.clone();
+        let sending = tokio::spawn(async move {
+            publisher.send_bytes(&out).await;
+            publisher
+        });
+        let mut received = Vec::with_capacity(sent.len());
+        let mut chunk = vec![0u8; 256 * 1024];
+        while received.len() < sent.len() {
+            match tokio::time::timeout(QUIET, sub.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => received.extend_from_slice(&chunk[..n]),
+                _ => break,
+            }
+        }
+        let dropped = counter(&running, |s| &s.mqtt_dropped_qos0);
+        assert_eq!(
+            received.len(),
+            sent.len(),
+            "the subscriber got {} of {} bytes; {dropped} deliveries dropped",
+            received.len(),
+            sent.len()
+        );
+        assert!(received == sent[..], "the subscriber's bytes differ from what was published");
+        assert_eq!(dropped, 0);
+        let _publisher = sending.await.unwrap();
+    })
+    .await;
+    running.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qos1_to_a_subscriber_that_never_acknowledges_is_dropped_past_the_queue() {
     const N: usize = 2000;

@@ -394,6 +394,13 @@ pub(super) async fn read_some(
     match read {
         Some(Ok(n)) if n > 0 => {
             buf.truncate(start + n);
+            if n == end - start {
+                // A full read: more is likely waiting, and glommio reads a ready socket
+                // without returning to the executor, so a client that always has data would
+                // keep the shard to itself. Let the tasks already woken run first (the writers
+                // of what the last burst routed, other readers).
+                futures_lite::future::yield_now().await;
+            }
             Some((n, end - start))
         }
         _ => {

@@ -121,6 +121,12 @@ impl RawMqtt {
         Self::wrap(stream)
     }
 
+    /// The socket, for a test that reads raw bytes from here on (nothing may be buffered).
+    pub fn into_stream(self) -> TcpStream {
+        assert!(self.buf.is_empty(), "bytes read but not decoded");
+        self.stream
+    }
+
     fn wrap(stream: TcpStream) -> RawMqtt {
         stream.set_nodelay(true).ok();
         RawMqtt { stream, buf: BytesMut::new(), version: Version::V5_0, next_packet_id: 1 }
