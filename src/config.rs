@@ -67,11 +67,11 @@ pub struct ServerConfig {
     /// ends with it) to the shard all its messages go to (docs/architecture.md,
     /// "Co-location").
     pub colocate_publishers: bool,
-    /// Fastest a publisher may read, in bytes per second over its streak, and still move: a
-    /// slow pair gains most from sharing a core (at 20k msg/s a split pair had twice the
-    /// latency and CPU per message), a fast one keeps two cores working on its messages in a
-    /// pipeline (nats->mqtt at about 100 MB/s: 3.07 M msg/s split, 2.37 M together;
-    /// tuning/results/2026-12-01-colocate.md).
+    /// Fastest a publisher may read, in bytes per second over its streak, and still move; 0
+    /// (the default): no cap. A cap keeps fast pairs split, as a pipeline over two cores; on
+    /// two cores shared with the load generator every full-rate 1->1 pair was faster together
+    /// (tuning/results/2026-12-02-yield.md), and at 20k msg/s a split pair had twice the
+    /// latency and CPU per message (tuning/results/2026-12-01-colocate.md).
     pub colocate_max_bytes_per_s: u64,
 }
 
@@ -324,7 +324,7 @@ impl Default for ServerConfig {
             allocator_purge_delay_ms: 10_000,
             allocator_huge_pages: false,
             colocate_publishers: true,
-            colocate_max_bytes_per_s: 16 * 1024 * 1024,
+            colocate_max_bytes_per_s: 0,
         }
     }
 }

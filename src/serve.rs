@@ -300,6 +300,9 @@ async fn run_shard(
                             // Consumers here that fell behind slow this peer's producers down
                             // through the mesh (its queue to us fills, its readers pause).
                             shard.wait_for_consumers(crate::shard::conn::STALL_BUDGET).await;
+                            // The next batch may be waiting already, and taking it would not
+                            // return to the executor: let the writers of this one run first.
+                            futures_lite::future::yield_now().await;
                         }
                         MeshItem::Recycle(ops) => shard.mesh.take_home(ops),
                     }

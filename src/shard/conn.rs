@@ -214,7 +214,8 @@ pub(super) struct Streak {
     bursts: u32,
     /// Bytes those bursts read.
     bytes: u64,
-    /// Most bytes a second a run may read and still move (`server.colocate_max_bytes_per_s`).
+    /// Most bytes a second a run may read and still move (`server.colocate_max_bytes_per_s`;
+    /// 0: no cap).
     rate_max: u64,
     /// When the connection last moved.
     moved_at: Option<Instant>,
@@ -234,13 +235,12 @@ impl Streak {
 
     /// Takes one burst's target mask (bit per shard its messages went to; 0: it routed
     /// nothing, which neither extends nor ends a run), the bytes it read and whether that
-    /// read filled the largest read window ([`READ_CHUNK_BYTES`]). Returns the shard to move to once the run is
-    /// [`MOVE_STREAK`] long over at least [`MOVE_STREAK_BURSTS_MIN`] bursts, read at most
-    /// `rate_max` bytes a second, and the last move is [`MOVE_COOLDOWN`] ago. A faster run
-    /// starts over, and so does a full read: the client sends faster than it is read at the
-    /// largest window, so it is no slow publisher, whatever its rate over a window that a stall of the client may
-    /// have slowed (a full-rate MQTT pair that moved after a slow start delivered 1.24 M
-    /// msg/s against 2.6-2.8 split).
+    /// read filled the largest read window ([`READ_CHUNK_BYTES`]). Returns the shard to move
+    /// to once the run is [`MOVE_STREAK`] long over at least [`MOVE_STREAK_BURSTS_MIN`]
+    /// bursts and the last move is [`MOVE_COOLDOWN`] ago. With a cap (`rate_max` > 0) the run
+    /// must also have read at most `rate_max` bytes a second: a faster run starts over, and so
+    /// does a full read (the client sends faster than it is read at the largest window, so it
+    /// is no slow publisher, whatever its rate over a window a stall of the client slowed).
     pub(super) fn after_burst(
         &mut self,
         mask: u64,
@@ -248,7 +248,7 @@ impl Streak {
         read: usize,
         full: bool,
     ) -> Option<usize> {
-        if full {
+        if full && self.rate_max > 0 {
             self.since = None;
             return None;
         }
@@ -273,7 +273,7 @@ impl Streak {
         if elapsed < MOVE_STREAK {
             return None;
         }
-        if self.bytes as f64 / elapsed.as_secs_f64() > self.rate_max as f64 {
+        if self.rate_max > 0 && self.bytes as f64 / elapsed.as_secs_f64() > self.rate_max as f64 {
             self.since = None;
             return None;
         }
@@ -544,6 +544,15 @@ mod tests {
         std::thread::sleep(MOVE_STREAK);
         assert_eq!(streak.after_burst(0b10, 0, 100, true), None);
         assert_eq!(bursts(&mut streak, 0b10, MOVE_STREAK_BURSTS_MIN), None, "a new run");
+    }
+
+    #[test]
+    fn with_no_cap_a_full_rate_publisher_moves() {
+        let mut streak = Streak { rate_max: 0, ..Streak::default() };
+        let full = READ_CHUNK_BYTES;
+        (0..MOVE_STREAK_BURSTS_MIN).for_each(|_| _ = streak.after_burst(0b10, 0, full, true));
+        std::thread::sleep(MOVE_STREAK);
+        assert_eq!(streak.after_burst(0b10, 0, full, true), Some(1));
     }
 
     #[test]
