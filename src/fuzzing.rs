@@ -31,6 +31,17 @@ pub fn nats_decode(data: &[u8]) {
         };
         assert_eq!(once(data), once(&lower), "fast and general PUB parsers differ");
     }
+    if let Some(at) = codec::peek_pub(data, &LIMITS) {
+        // The reader delivers such a PUB in place: it must be what decode reads, consuming
+        // the same bytes.
+        let (mut taken, mut decoded) = (BytesMut::from(data), BytesMut::from(data));
+        let op = codec::take_pub(&mut taken, &at);
+        assert_eq!(Some(&op), decode_one(&mut decoded).as_ref(), "peek/take and decode differ");
+        assert_eq!(taken.len(), decoded.len(), "peek/take consumed other bytes");
+        assert_eq!(at.frame, data.len() - taken.len());
+        let ClientOp::Pub(message) = op else { panic!("peek_pub found a PUB") };
+        assert_eq!(at.parts(data), message.parts());
+    }
     for op in &whole.0 {
         let mut encoded = BytesMut::new();
         codec::encode_client_op(op, &mut encoded);
@@ -38,6 +49,11 @@ pub fn nats_decode(data: &[u8]) {
         assert_eq!(again.as_ref().ok().and_then(|o| o.as_ref()), Some(op), "round trip of {op:?}");
         assert!(encoded.is_empty(), "round trip of {op:?} left bytes");
     }
+}
+
+/// The first op of `buf`, if it decodes.
+fn decode_one(buf: &mut BytesMut) -> Option<ClientOp> {
+    codec::decode(buf, &LIMITS).ok().flatten()
 }
 
 /// Feeds `pieces` in order, decoding after each; returns the ops and the first error.

@@ -55,10 +55,42 @@ pub struct MqttProperties {
     pub user_properties: Vec<(Bytes, Bytes)>,
 }
 
+/// The fields a NATS delivery writes, borrowed: from a [`Message`], or straight from a
+/// publisher's read buffer when the message is delivered without being cut from it
+/// (`shard::nats::publish_in_place`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MsgParts<'a> {
+    /// Literal subject in NATS spelling.
+    pub subject: &'a [u8],
+    /// Reply subject; empty for none.
+    pub reply: &'a [u8],
+    /// Raw NATS header block; empty for none.
+    pub headers: &'a [u8],
+    /// Payload bytes.
+    pub payload: &'a [u8],
+}
+
+impl MsgParts<'_> {
+    /// Bytes these parts count for in `in_bytes`/`out_bytes` (headers plus payload).
+    pub fn size(&self) -> usize {
+        self.headers.len() + self.payload.len()
+    }
+}
+
 impl Message {
     /// Bytes this message counts for in `in_bytes`/`out_bytes` (headers plus payload).
     pub fn size(&self) -> usize {
         self.headers.len() + self.payload.len()
+    }
+
+    /// The NATS fields, borrowed.
+    pub fn parts(&self) -> MsgParts<'_> {
+        MsgParts {
+            subject: &self.subject,
+            reply: &self.reply,
+            headers: &self.headers,
+            payload: &self.payload,
+        }
     }
 
     /// True if the message carries a Message Expiry that has passed; reads the clock only for

@@ -245,6 +245,63 @@ async fn a_publisher_does_not_move_to_a_shard_with_more_connections() {
     running.stop();
 }
 
+/// One publisher whose messages alternate between a subject with subscribers only on its own
+/// shard (delivered straight from its read buffer, `nats::publish_in_place`) and one with a
+/// subscriber on the other shard too (the general path, cut into `Bytes`, and the in-place
+/// attempts' back-off): every subscriber gets its messages complete and in order, and the one
+/// subscribed to both sees them interleaved as they were published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_place_and_routed_publishes_of_one_connection_keep_their_order() {
+    if skip() {
+        return;
+    }
+    let running = in_process_toml(2, "[server]\ncolocate_publishers = false\n");
+    within(TEST_LIMIT, async {
+        const N: usize = 3_000;
+        let here = client_on(&running, 0).await;
+        let mut all = here.subscribe("mix.>").await.unwrap();
+        let mut local = here.subscribe("mix.local").await.unwrap();
+        let there = client_on(&running, 1).await;
+        let mut remote = there.subscribe("mix.remote").await.unwrap();
+        let publisher = client_on(&running, 0).await;
+        common::sync_interest(&here, &publisher).await;
+        common::sync_interest(&there, &publisher).await;
+        // Runs of 1 to 6 local messages between remote ones, so attempts decline, back off
+        // and resume.
+        let is_local = |i: usize| i % 7 < 1 + i / 7 % 6;
+        let receiving = tokio::spawn(async move {
+            let (mut got_all, mut got_local, mut got_remote): (Vec<usize>, Vec<usize>, Vec<usize>) =
+                Default::default();
+            for (subscriber, got, want) in [
+                (&mut all, &mut got_all, N),
+                (&mut local, &mut got_local, (0..N).filter(|i| is_local(*i)).count()),
+                (&mut remote, &mut got_remote, (0..N).filter(|i| !is_local(*i)).count()),
+            ] {
+                while got.len() < want {
+                    let message = tokio::time::timeout(Duration::from_secs(10), subscriber.next())
+                        .await
+                        .unwrap_or_else(|_| panic!("{} of {want} arrived", got.len()))
+                        .expect("subscription open");
+                    got.push(std::str::from_utf8(&message.payload).unwrap().parse().unwrap());
+                }
+            }
+            (got_all, got_local, got_remote)
+        });
+        for i in 0..N {
+            let subject = if is_local(i) { "mix.local" } else { "mix.remote" };
+            publisher.publish(subject, i.to_string().into()).await.unwrap();
+        }
+        publisher.flush().await.unwrap();
+        let (got_all, got_local, got_remote) = receiving.await.unwrap();
+        assert_eq!(got_all, (0..N).collect::<Vec<usize>>(), "mix.> lost or reordered");
+        assert_eq!(got_local, (0..N).filter(|i| is_local(*i)).collect::<Vec<usize>>());
+        assert_eq!(got_remote, (0..N).filter(|i| !is_local(*i)).collect::<Vec<usize>>());
+        assert_eq!(counter(&running, |s| &s.nats_moves), 0, "the publisher stayed");
+    })
+    .await;
+    running.stop();
+}
+
 // ---------------------------------------------------------------------------------------------
 // MQTT publishers move with their session; their client id follows them.
 

@@ -52,6 +52,8 @@ pub struct LocalMatch {
     pub plain: Vec<u32>,
     /// Queue groups by name: one member of each gets the message.
     pub queues: Vec<(Bytes, Vec<u32>)>,
+    /// Some subscription here is an MQTT one.
+    pub mqtt: bool,
 }
 
 /// Local subscriptions with their trie and match cache.
@@ -110,7 +112,9 @@ impl LocalRouter {
         cache.get_or_insert(trie.generation(), subject, || {
             let mut found = LocalMatch::default();
             trie.for_each_match(subject, |id| {
-                let queue = &subscriptions[*id as usize].queue;
+                let subscription = &subscriptions[*id as usize];
+                found.mqtt |= subscription.mqtt.is_some();
+                let queue = &subscription.queue;
                 if queue.is_empty() {
                     found.plain.push(*id);
                 } else if let Some((_, members)) = found.queues.iter_mut().find(|(q, _)| q == queue)
@@ -157,6 +161,24 @@ mod tests {
         assert_eq!(m.queues.iter().find(|(q, _)| q == "h").unwrap().1, vec![h]);
         assert_eq!(router.count(b"a.>", b"g"), 1);
         assert_eq!(router.count(b"a.>", b""), 0);
+    }
+
+    #[test]
+    fn a_match_tells_whether_an_mqtt_subscription_is_in_it() {
+        let mut router = LocalRouter::default();
+        router.subscribe(sub(0, "a.*", ""));
+        assert!(!router.matches(b"a.b").mqtt);
+        let mqtt = MqttSub {
+            qos: 0,
+            no_local: false,
+            retain_as_published: false,
+            identifier: 0,
+            wildcard_first: false,
+        };
+        let id = router.subscribe(Subscription { mqtt: Some(mqtt), ..sub(1, "a.>", "") });
+        assert!(router.matches(b"a.b").mqtt);
+        router.unsubscribe(id);
+        assert!(!router.matches(b"a.b").mqtt);
     }
 
     #[test]

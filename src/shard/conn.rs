@@ -154,7 +154,7 @@ async fn read_loop(
         shard.take_route_mask();
         let mut waited = false;
         loop {
-            match codec::decode(&mut buf, &shard.limits) {
+            match nats::next_op(shard, slot, &mut buf) {
                 Ok(Some(op)) => match nats::handle(shard, slot, op) {
                     Next::Continue => {}
                     Next::Pong => pongs_owed += 1,

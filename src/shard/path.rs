@@ -1,5 +1,6 @@
 //! The message path run in-process, without sockets, executors or tasks: a NATS or MQTT
-//! publisher's read buffer goes through its reader's decode loop ([`nats::handle`], or the
+//! publisher's read buffer goes through its reader's decode loop ([`nats::next_op`] and
+//! [`nats::handle`], or the
 //! MQTT reader's `on_publish`), the mesh batches are carried to the receiving shard and back
 //! home by hand, and the subscriber's output is taken as its writer would take it. `benches/publish_path.rs` times it, and callgrind counts its
 //! instructions (callgrind cannot follow glommio's io_uring, and this VM has no hardware
@@ -12,7 +13,7 @@ use super::nats::{self, Next};
 use super::Protocol;
 use super::{Identity, Shard};
 use crate::config::Config;
-use crate::protocol::nats::codec::{self, ClientOp};
+use crate::protocol::nats::codec::ClientOp;
 use crate::stats::ShardStats;
 use bytes::{Bytes, BytesMut};
 use std::sync::atomic::AtomicU64;
@@ -128,7 +129,7 @@ impl Path {
                 }
                 None => {
                     while let Some(op) =
-                        codec::decode(&mut self.read, &shard.limits).expect("valid input")
+                        nats::next_op(shard, self.publisher, &mut self.read).expect("valid input")
                     {
                         match nats::handle(shard, self.publisher, op) {
                             Next::Continue => {}

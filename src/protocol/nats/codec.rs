@@ -8,7 +8,7 @@
 //! case-insensitive, arguments are split on spaces and tabs, a line ends in `\n` (optionally
 //! preceded by `\r`), a payload is followed by `\r\n`.
 
-use crate::message::Message;
+use crate::message::{Message, MsgParts};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// One operation sent by a client.
@@ -220,6 +220,73 @@ fn simple_pub(line: &[u8]) -> Option<(Span, Span, usize)> {
     Some(((4, blank), (blank + 1, middle_end), size))
 }
 
+/// A PUB in the form clients send (`PUB <subject> [reply] <size>`, as [`simple_pub`] reads
+/// it), complete with its payload's `\r\n` at the front of a read buffer: spans of that
+/// buffer, found without consuming it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PubAt {
+    /// The subject's span.
+    pub subject: Span,
+    /// The reply subject's span; empty for none.
+    pub reply: Span,
+    /// The payload's span.
+    pub payload: Span,
+    /// Bytes of the whole frame, control line to the payload's `\r\n`.
+    pub frame: usize,
+}
+
+impl PubAt {
+    /// The message's parts in `buf`, the buffer this PUB was found in.
+    pub fn parts<'a>(&self, buf: &'a [u8]) -> MsgParts<'a> {
+        MsgParts {
+            subject: &buf[self.subject.0..self.subject.1],
+            reply: &buf[self.reply.0..self.reply.1],
+            headers: &[],
+            payload: &buf[self.payload.0..self.payload.1],
+        }
+    }
+}
+
+/// The PUB at the front of `buf` if it is in the simple form (CRLF line end included),
+/// within `limits` and complete. `None` for anything else, which [`decode`] then reads (to
+/// the same op, or its error, or a wait for more bytes).
+#[inline(always)]
+pub fn peek_pub(buf: &[u8], limits: &Limits) -> Option<PubAt> {
+    let scan = buf.len().min(limits.max_control_line as usize + 2);
+    let newline = memchr::memchr(b'\n', &buf[..scan])?;
+    if newline == 0 || buf[newline - 1] != b'\r' || newline - 1 > limits.max_control_line as usize {
+        return None;
+    }
+    let (subject, reply, size) = simple_pub(&buf[..newline - 1])?;
+    if size > limits.max_payload as usize {
+        return None;
+    }
+    let head_len = newline + 1;
+    let frame = head_len + size + 2;
+    if buf.len() < frame || buf[frame - 2..frame] != *b"\r\n" {
+        return None;
+    }
+    Some(PubAt { subject, reply, payload: (head_len, head_len + size), frame })
+}
+
+/// Removes the PUB `at` ([`peek_pub`] of this buffer) from the front of `buf` and returns it
+/// as [`decode`] would have.
+#[inline(always)]
+pub fn take_pub(buf: &mut BytesMut, at: &PubAt) -> ClientOp {
+    let mut pos = 0;
+    let subject = cut(buf, &mut pos, at.subject);
+    let reply = cut(buf, &mut pos, at.reply);
+    let payload = cut(buf, &mut pos, at.payload);
+    cut_end(buf, pos, at.frame);
+    ClientOp::Pub(Message {
+        subject,
+        reply,
+        headers: Bytes::new(),
+        payload,
+        meta: Default::default(),
+    })
+}
+
 /// The rest of a PUB once its line is read: size checks, then the message cut from `buf`.
 #[inline(always)]
 fn finish_pub(
@@ -300,16 +367,22 @@ pub fn encode_client_op(op: &ClientOp, out: &mut BytesMut) {
 /// Appends `MSG`/`HMSG` for one delivery. `with_headers` is false for clients that did not
 /// announce header support; their copy drops the header block, as nats-server does.
 pub fn encode_msg(out: &mut BytesMut, message: &Message, sid: &[u8], with_headers: bool) {
+    encode_msg_parts(out, &message.parts(), sid, with_headers);
+}
+
+/// [`encode_msg`] from borrowed parts.
+#[inline]
+pub fn encode_msg_parts(out: &mut BytesMut, message: &MsgParts, sid: &[u8], with_headers: bool) {
     let headers = with_headers && !message.headers.is_empty();
     let payload_len = message.payload.len() + if headers { message.headers.len() } else { 0 };
     out.reserve(message.subject.len() + message.reply.len() + sid.len() + payload_len + 40);
     out.put_slice(if headers { b"HMSG " } else { b"MSG " });
-    out.put_slice(&message.subject);
+    out.put_slice(message.subject);
     out.put_u8(b' ');
     out.put_slice(sid);
     if !message.reply.is_empty() {
         out.put_u8(b' ');
-        out.put_slice(&message.reply);
+        out.put_slice(message.reply);
     }
     if headers {
         put_number(out, message.headers.len() as u64);
@@ -317,9 +390,9 @@ pub fn encode_msg(out: &mut BytesMut, message: &Message, sid: &[u8], with_header
     put_number(out, payload_len as u64);
     out.put_slice(b"\r\n");
     if headers {
-        out.put_slice(&message.headers);
+        out.put_slice(message.headers);
     }
-    out.put_slice(&message.payload);
+    out.put_slice(message.payload);
     out.put_slice(b"\r\n");
 }
 
@@ -350,7 +423,8 @@ fn is_blank(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }
 
-type Span = (usize, usize);
+/// A byte range of a buffer: start, end.
+pub type Span = (usize, usize);
 
 /// Splits the arguments after the op name into spans of `line`.
 fn split_args(line: &[u8], from: usize) -> Result<([Span; ARGS_MAX], usize), DecodeError> {
@@ -523,6 +597,40 @@ mod tests {
                 };
                 assert_eq!(decode("PUB"), decode("pub"), "PUB {line:?} with {payload:?}");
             }
+        }
+    }
+
+    /// What the reader delivers in place must be what `decode` would have read: the same
+    /// op, the same bytes consumed. Anything `peek_pub` declines goes to `decode` unchanged.
+    #[test]
+    fn peek_and_take_agree_with_decode() {
+        let limits = Limits { max_payload: 16, max_control_line: 32 };
+        let cases: &[(&[u8], bool)] = &[
+            (b"PUB a 5\r\nhello\r\n", true),
+            (b"PUB a.b r.s 3\r\nabc\r\nPING\r\n", true),
+            (b"PUB a 0\r\n\r\n", true),
+            (b"PUB a 16\r\n0123456789abcdef\r\n", true),
+            (b"PUB a 5\r\nhello\r", false), // incomplete
+            (b"PUB a 5\r\nhel", false),     // incomplete
+            (b"PUB a 5\nhello\r\n", false), // bare LF line end: decode's
+            (b"PUB a 5\r\nhelloXY", false), // no CRLF after the payload: decode's error
+            (b"PUB a 17\r\n0123456789abcdefg\r\n", false), // over max_payload
+            (b"pub a 5\r\nhello\r\n", false), // lower case: general parser
+            (b"PUB a  5\r\nhello\r\n", false), // two blanks: general parser
+            (b"HPUB a 2 7\r\nh\r\nhello\r\n", false),
+            (b"PUB a.very.long.subject.over.the.control.line 1\r\nx\r\n", false),
+        ];
+        for (input, found) in cases {
+            let at = peek_pub(input, &limits);
+            assert_eq!(at.is_some(), *found, "{:?}", String::from_utf8_lossy(input));
+            let Some(at) = at else { continue };
+            let (mut taken, mut decoded) = (BytesMut::from(*input), BytesMut::from(*input));
+            let op = take_pub(&mut taken, &at);
+            assert_eq!(Some(op.clone()), decode(&mut decoded, &limits).unwrap());
+            assert_eq!(taken, decoded, "bytes left");
+            assert_eq!(at.frame, input.len() - taken.len());
+            let ClientOp::Pub(message) = op else { panic!("not a PUB") };
+            assert_eq!(at.parts(input), message.parts());
         }
     }
 
