@@ -4,8 +4,8 @@
 # e.g. ab-runs.sh /tmp/isthmus-a 1 3 nats-pubsub --size 16 --messages 2000000
 # Interleave binaries by calling it in turn for each. LOADTEST (default: the isthmus-loadtest
 # next to the broker binary) and CONFIG (TOML text prepended to the MQTT queue settings the
-# compare uses) override. Prints: shards scenario, then rate in M msg/s (broker CPU in
-# centiseconds, from /proc/PID/stat) per run.
+# compare uses) override. Prints: shards scenario, then per run the rate in M msg/s, the
+# delivered/expected count if short, and (broker CPU in centiseconds, from /proc/PID/stat).
 set -u
 isthmus=$1 shards=$2 runs=$3 sub=$4
 shift 4
@@ -19,15 +19,21 @@ for _ in $(seq 50); do grep -q "^ready" "$dir/broker.out" && break; sleep 0.1; d
 nats=$(sed -n 's/.*nats=\([^ ]*\).*/\1/p' "$dir/broker.out")
 mqtt=$(sed -n 's/.*mqtt=\([^ ]*\).*/\1/p' "$dir/broker.out")
 case $sub in
+  mqtt-to-nats | nats-to-mqtt) addr=(--nats-addr "$nats" --mqtt-addr "$mqtt") ;;
   nats-*) addr=(--addr "$nats") ;;
-  mqtt-pubsub | mqtt-latency) addr=(--addr "$mqtt") ;;
-  *) addr=(--nats-addr "$nats" --mqtt-addr "$mqtt") ;;
+  *) addr=(--addr "$mqtt") ;;
 esac
 line="shards=$shards $sub $*:"
 for _ in $(seq "$runs"); do
   before=$(awk '{print $14+$15}' "/proc/$pid/stat")
+  # The rate, and the delivered count after it when short of the expected one.
   rate=$("$loadtest" "$sub" "${addr[@]}" "$@" 2>/dev/null | sed -n 's/^json: //p' |
-    python3 -c 'import json, sys; print("%.2f" % (json.loads(sys.stdin.read())["results"]["per_s"] / 1e6))')
+    python3 -c '
+import json, sys
+r = json.loads(sys.stdin.read())["results"]
+short = r.get("delivered", 0) < r.get("expected", 0)
+print("%.2f" % (r["per_s"] / 1e6) + (" %d/%d" % (r["delivered"], r["expected"]) if short else ""))
+')
   after=$(awk '{print $14+$15}' "/proc/$pid/stat")
   line="$line $rate($((after - before))cs)"
 done
