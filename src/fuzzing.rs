@@ -167,6 +167,12 @@ pub fn mqtt_decode(data: &[u8]) {
             let pieces = decode_pieces(&[&data[..split], &data[split..]], version);
             assert_eq!(whole, pieces, "{version:?}: split at {split} changed the result");
         }
+        if let Some(at) =
+            crate::protocol::mqtt::codec::peek_publish(data, version, MAX_PACKET_BYTES)
+        {
+            // The reader delivers such a PUBLISH in place: it must be what decode reads.
+            crate::protocol::mqtt::codec::check_peek_publish(data, version, MAX_PACKET_BYTES, &at);
+        }
         for packet in &whole.0 {
             let mut encoded = BytesMut::new();
             encode(packet, version, &mut encoded);

@@ -351,6 +351,59 @@ async fn mqtt_publish_numbered(publisher: &mut RawMqtt, topic: &str, from: usize
     }
 }
 
+/// An MQTT publisher whose QoS 0 messages alternate between a topic with only a NATS
+/// subscriber (delivered from its read buffer, `mqtt::publish_in_place`) and a topic with an
+/// MQTT subscriber too (the general path, and the attempts' back-off), in 3.1.1 and 5.0, on
+/// one shard: the NATS subscriber of both gets every message in order with the same
+/// `Nmqtt-Pub` header either way, the MQTT subscriber its own in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_in_place_and_routed_publishes_keep_their_order_and_headers() {
+    if skip() {
+        return;
+    }
+    let running = in_process_toml(1, "");
+    let addr = running.mqtt_addr().to_string();
+    within(TEST_LIMIT, async {
+        for version in [Version::V3_1_1, Version::V5_0] {
+            const N: usize = 2_000;
+            let nats = client_on(&running, 0).await;
+            let mut all = nats.subscribe("mqttmix.>").await.unwrap();
+            nats.flush().await.unwrap();
+            let (mut device, _) = RawMqtt::connect_as(&addr, version, "mix-sub", true).await;
+            device.subscribe("mqttmix/mqtt", QoS::AtMostOnce).await;
+            let (mut publisher, _) = RawMqtt::connect_as(&addr, version, "mix-pub", true).await;
+            let to_nats_only = |i: usize| i % 7 < 1 + i / 7 % 6;
+            let mut out = bytes::BytesMut::new();
+            for i in 0..N {
+                let topic = if to_nats_only(i) { "mqttmix/nats" } else { "mqttmix/mqtt" };
+                let publish = publish_packet(topic, QoS::AtMostOnce, 0, i.to_string().as_bytes());
+                encode(&Packet::Publish(publish), version, &mut out);
+            }
+            publisher.send_bytes(&out).await;
+            for want in 0..N {
+                let message = tokio::time::timeout(Duration::from_secs(10), all.next())
+                    .await
+                    .unwrap_or_else(|_| panic!("{version:?}: message {want} did not arrive"))
+                    .unwrap();
+                let got: usize = std::str::from_utf8(&message.payload).unwrap().parse().unwrap();
+                assert_eq!(got, want, "{version:?}: lost, duplicated or reordered");
+                let subject = if to_nats_only(want) { "mqttmix.nats" } else { "mqttmix.mqtt" };
+                assert_eq!(message.subject.as_str(), subject);
+                let headers = message.headers.expect("Nmqtt-Pub header");
+                assert_eq!(headers.get("Nmqtt-Pub").map(|v| v.as_str()), Some("0"));
+            }
+            for want in (0..N).filter(|i| !to_nats_only(*i)) {
+                let publish = device.expect_publish(Duration::from_secs(10)).await;
+                assert_eq!(&publish.payload[..], want.to_string().as_bytes(), "{version:?}");
+            }
+            device.disconnect().await;
+            publisher.disconnect().await;
+        }
+    })
+    .await;
+    running.stop();
+}
+
 /// A NATS subscriber of `subject` on shard 1, and a 5.0 MQTT publisher connected as a client
 /// id whose home is shard 0 (of `shards`). Returns the subscriber's client (keep it), its
 /// subscription, the publisher and its client id.

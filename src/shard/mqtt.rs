@@ -28,7 +28,7 @@ use crate::protocol::mqtt::packet::{
 use crate::protocol::subject::{self, TopicError};
 use crate::router::local::{MqttSub, Subscription};
 use crate::stats::ShardStats;
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use smallvec::SmallVec;
@@ -344,6 +344,10 @@ pub(super) struct ConnState {
     subjects: SubjectCache,
     /// Where its publishes went lately (co-location).
     streak: Streak,
+    /// PUBLISHes to skip before the next in-place attempt ([`publish_in_place`]), and the
+    /// skip after the next declined one (doubling while attempts decline).
+    in_place_skip: u8,
+    in_place_backoff: u8,
 }
 
 impl ConnState {
@@ -358,7 +362,16 @@ impl ConnState {
     ) -> ConnState {
         let subjects = SubjectCache::default();
         let streak = Streak::new(shard, None);
-        ConnState { version, aliases, keep_alive, expiry_was_zero, subjects, streak }
+        ConnState {
+            version,
+            aliases,
+            keep_alive,
+            expiry_was_zero,
+            subjects,
+            streak,
+            in_place_skip: 0,
+            in_place_backoff: 0,
+        }
     }
 }
 
@@ -376,9 +389,23 @@ struct SubjectCache {
     /// Whether the connection's token allows publishing to that subject, once asked (the
     /// grant does not change during a connection).
     allowed: Option<bool>,
+    /// `topic` is the last topic, and its subject is itself (nothing to translate).
+    itself: bool,
 }
 
 impl SubjectCache {
+    /// The subject of `topic` if it is the last one translated (or found to need no
+    /// translation), borrowed.
+    fn cached(&self, topic: &[u8]) -> Option<&[u8]> {
+        if self.topic != topic {
+            return None;
+        }
+        if self.itself {
+            return Some(&self.topic);
+        }
+        self.subject.as_deref()
+    }
+
     /// `check(subject)`, remembered while `subject` is the cached one (a device publishing to
     /// one topic pays one token check per connection, not one per message).
     fn allowed(&mut self, subject: &Bytes, check: impl FnOnce(&[u8]) -> bool) -> bool {
@@ -399,11 +426,14 @@ impl SubjectCache {
         // Let go of the cached subject first, so the arena can reclaim its chunk.
         self.subject = None;
         self.allowed = None;
+        self.itself = false;
+        self.topic.clear();
         let (subject, translated) = arena_subject(&mut self.arena, topic)?;
+        self.topic.extend_from_slice(topic);
         if translated {
-            self.topic.clear();
-            self.topic.extend_from_slice(topic);
             self.subject = Some(subject.clone());
+        } else {
+            self.itself = true;
         }
         Ok(subject)
     }
@@ -624,7 +654,7 @@ async fn doze(shard: &Shard, slot: u32, stream: Rc<RefCell<Stream>>, state: Conn
     {
         return Dozed::Awake(Rc::new(RefCell::new(Stream::Plain(adopt_fd(fd)))), state);
     }
-    let ConnState { version, aliases, keep_alive, expiry_was_zero, subjects: _, streak: _ } = state;
+    let ConnState { version, aliases, keep_alive, expiry_was_zero, .. } = state;
     let sleeper = Sleeper { fd, version, expiry_was_zero, keep_alive, aliases };
     shard.with_conn(slot, |c| {
         c.tasks_alive = 0;
@@ -765,7 +795,7 @@ async fn read_loop(
         shard.take_route_mask();
         let mut waited = false;
         loop {
-            match codec::decode(buf, state.version, max) {
+            match next_packet(shard, slot, state, buf, max) {
                 // The hot path, without the future `handle` would move the packet into.
                 Ok(Some(Packet::Publish(publish))) => {
                     let Some(session) = shard.with_conn(slot, |c| c.session) else {
@@ -873,7 +903,7 @@ pub(super) fn path_subscribe(shard: &Shard, session: u32, filter: &str) {
 /// For `shard::path`: the reader's hot loop over the packets in `buf` (PUBLISH only).
 pub(super) fn path_publish(shard: &Shard, slot: u32, state: &mut ConnState, buf: &mut BytesMut) {
     let max = shard.config.mqtt.max_packet_bytes;
-    while let Some(packet) = codec::decode(buf, state.version, max).expect("valid input") {
+    while let Some(packet) = next_packet(shard, slot, state, buf, max).expect("valid input") {
         let Packet::Publish(publish) = packet else { panic!("the path only publishes") };
         let session = shard.with_conn(slot, |c| c.session).expect("attached");
         match on_publish(shard, slot, session, state, publish) {
@@ -881,6 +911,69 @@ pub(super) fn path_publish(shard: &Shard, slot: u32, state: &mut ConnState, buf:
             _ => panic!("the path's publishes neither wait nor end the connection"),
         }
     }
+}
+
+/// The next packet in an MQTT reader's buffer, after delivering in place
+/// ([`publish_in_place`]) the PUBLISHes ahead of it that allow it; `Ok(None)` when more bytes
+/// are needed. Errors are [`codec::decode`]'s.
+fn next_packet(
+    shard: &Shard,
+    slot: u32,
+    state: &mut ConnState,
+    buf: &mut BytesMut,
+    max: u32,
+) -> Result<Option<Packet>, codec::DecodeError> {
+    loop {
+        if state.in_place_skip > 0 {
+            // Backing off: not even the peek (decode reads the packet again).
+            state.in_place_skip -= 1;
+            return codec::decode(buf, state.version, max);
+        }
+        match codec::peek_publish(buf, state.version, max) {
+            Some(at) if publish_in_place(shard, slot, state, buf, &at) => buf.advance(at.frame),
+            _ => return codec::decode(buf, state.version, max),
+        }
+    }
+}
+
+/// Delivers the QoS 0 PUBLISH `at` (no RETAIN, no properties) at the front of `buf` straight
+/// from it, with no `Message` and no reference count on the buffer, when its topic is the
+/// connection's last one (its subject known), the session has no token to check, and every
+/// subscriber of the subject is a plain NATS subscription on this shard
+/// ([`Shard::deliver_in_place`], with the `Nmqtt-Pub` headers of a QoS 0 publish). Returns
+/// false, having changed nothing, otherwise: the caller then decodes the PUBLISH. Declines back
+/// off as NATS ones do (`nats::publish_in_place`).
+fn publish_in_place(
+    shard: &Shard,
+    slot: u32,
+    state: &mut ConnState,
+    buf: &[u8],
+    at: &codec::PublishAt,
+) -> bool {
+    let done = match (
+        shard.with_conn(slot, |c| c.session),
+        state.subjects.cached(&buf[at.topic.0..at.topic.1]),
+    ) {
+        (Some(session), Some(subject)) if !shard.with_session(session, |s| s.grant.is_some()) => {
+            let (headers, _) = interop::nats_headers(0, &[]);
+            let message = crate::message::MsgParts {
+                subject,
+                reply: &[],
+                headers: &headers,
+                payload: &buf[at.payload.0..at.payload.1],
+            };
+            shard.deliver_in_place(slot, &message)
+        }
+        _ => false,
+    };
+    let backoff = state.in_place_backoff;
+    if done {
+        state.in_place_backoff = 0;
+    } else {
+        state.in_place_skip = backoff;
+        state.in_place_backoff = (backoff * 2).clamp(1, super::nats::IN_PLACE_BACKOFF_MAX);
+    }
+    done
 }
 
 /// Ends the connection for a protocol violation: 5.0 sends DISCONNECT with `code` and `why`

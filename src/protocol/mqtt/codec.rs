@@ -280,6 +280,73 @@ pub fn decode(
     Ok(Some(packet))
 }
 
+/// A QoS 0 PUBLISH with no flag set (no DUP, no RETAIN), in 5.0 with no properties, whose
+/// topic takes [`decode`]'s common case (ASCII, no NUL, no wildcard), complete at the front of
+/// a read buffer: spans of that buffer, found without consuming it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PublishAt {
+    /// The topic's span.
+    pub topic: (usize, usize),
+    /// The payload's span.
+    pub payload: (usize, usize),
+    /// Bytes of the whole packet.
+    pub frame: usize,
+}
+
+/// The PUBLISH at the front of `buf` if it is of the kind [`PublishAt`] describes and
+/// complete; `None` for anything else, which [`decode`] then reads (to the same packet, an
+/// error or a wait for more bytes).
+#[inline]
+pub fn peek_publish(buf: &[u8], version: Version, max_packet_bytes: u32) -> Option<PublishAt> {
+    if *buf.first()? != 0x30 {
+        return None;
+    }
+    let (remaining, length_bytes) = parse_varint(&buf[1..]).ok()??;
+    let start = 1 + length_bytes;
+    let frame = start + remaining as usize;
+    if frame > max_packet_bytes as usize || buf.len() < frame || remaining < 2 {
+        return None;
+    }
+    let topic_len = usize::from(u16::from_be_bytes([buf[start], buf[start + 1]]));
+    let topic = (start + 2, start + 2 + topic_len);
+    if topic_len == 0 || topic.1 > frame {
+        return None;
+    }
+    // As `Reader::topic_name`: one pass, no early exit, so it vectorises.
+    let unusual = buf[topic.0..topic.1]
+        .iter()
+        .fold(false, |seen, &b| seen | (b == 0 || b == b'+' || b == b'#' || b >= 0x80));
+    if unusual {
+        return None;
+    }
+    let mut payload_start = topic.1;
+    if version == Version::V5_0 {
+        // A property length of 0: one byte.
+        if payload_start >= frame || buf[payload_start] != 0 {
+            return None;
+        }
+        payload_start += 1;
+    }
+    Some(PublishAt { topic, payload: (payload_start, frame), frame })
+}
+
+/// Asserts that the PUBLISH [`peek_publish`] found at the front of `data` is the packet
+/// [`decode`] reads there: QoS 0, no flags, no alias or properties, the same topic and
+/// payload, the same bytes consumed (unit tests and the `mqtt_decode` fuzz target).
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn check_peek_publish(data: &[u8], version: Version, max: u32, at: &PublishAt) {
+    let mut buf = BytesMut::from(data);
+    let Ok(Some(Packet::Publish(publish))) = decode(&mut buf, version, max) else {
+        panic!("{version:?}: peek_publish found a PUBLISH that decode does not read");
+    };
+    assert_eq!(publish.qos, QoS::AtMostOnce);
+    assert!(!publish.retain && !publish.dup);
+    assert!(publish.topic_alias.is_none() && publish.properties.is_none());
+    assert_eq!(&publish.topic[..], &data[at.topic.0..at.topic.1]);
+    assert_eq!(&publish.payload[..], &data[at.payload.0..at.payload.1]);
+    assert_eq!(data.len() - buf.len(), at.frame, "{version:?}: consumed other bytes");
+}
+
 /// Appends `packet` encoded for `version` (a CONNECT uses its own `version`). 5.0-only parts
 /// are left out in 3.1.1. Acknowledgements, DISCONNECT and AUTH use their short forms when the
 /// reason code is 0 and there are no properties.
@@ -1432,6 +1499,53 @@ mod tests {
     const V3: Version = Version::V3_1_1;
     const V5: Version = Version::V5_0;
     const MAX: u32 = 1 << 20;
+
+    /// What the reader delivers in place is what `decode` reads; the rest goes to `decode`.
+    #[test]
+    fn peek_publish_finds_only_plain_qos0_publishes() {
+        let plain = |version: Version, topic: &str, payload: &[u8]| {
+            let publish = Publish {
+                dup: false,
+                qos: QoS::AtMostOnce,
+                retain: false,
+                topic: Bytes::copy_from_slice(topic.as_bytes()),
+                packet_id: 0,
+                payload: Bytes::copy_from_slice(payload),
+                topic_alias: None,
+                properties: None,
+            };
+            let mut out = BytesMut::new();
+            encode(&Packet::Publish(publish), version, &mut out);
+            out.to_vec()
+        };
+        for version in [V3, V5] {
+            for (topic, payload) in [("a/b", &b"hello"[..]), ("x", b""), ("a.b/c d", &[0u8; 300])] {
+                let mut bytes = plain(version, topic, payload);
+                let at = peek_publish(&bytes, version, MAX).expect("a plain QoS 0 publish");
+                check_peek_publish(&bytes, version, MAX, &at);
+                // More bytes after it change nothing; fewer make it wait for decode.
+                bytes.extend_from_slice(&[0xC0, 0x00]);
+                assert_eq!(peek_publish(&bytes, version, MAX), Some(at));
+                assert_eq!(peek_publish(&bytes[..at.frame - 1], version, MAX), None);
+                assert_eq!(peek_publish(&bytes[..at.frame], version, at.frame as u32 - 1), None);
+            }
+            let declined = |bytes: &[u8]| assert_eq!(peek_publish(bytes, version, MAX), None);
+            let base = plain(version, "a/b", b"x");
+            for flags in [0x31u8, 0x32, 0x34, 0x38] {
+                // RETAIN, QoS 1, QoS 2, DUP: the general path's.
+                let mut other = base.clone();
+                other[0] = flags;
+                declined(&other);
+            }
+            for topic in ["a/+", "a/#", "caf\u{e9}", "a\u{0}b"] {
+                declined(&plain(version, topic, b"x"));
+            }
+        }
+        // 5.0 with a property (Payload Format Indicator 1) is the general path's.
+        let with_property = [0x30, 0x09, 0x00, 0x03, b'a', b'/', b'b', 0x02, 0x01, 0x01, b'x'];
+        assert!(matches!(decoded(&with_property, V5), Packet::Publish(_)));
+        assert_eq!(peek_publish(&with_property, V5, MAX), None);
+    }
 
     /// Decodes `bytes` as exactly one packet, checks that every shorter prefix asks for more
     /// bytes without consuming any, and that encoding the packet gives `bytes` back.
