@@ -418,9 +418,12 @@ impl SubjectCache {
     }
 
     fn subject(&mut self, topic: &Bytes) -> Result<Bytes, TopicError> {
-        if let Some(subject) = &self.subject {
-            if self.topic == topic[..] {
+        if self.topic == topic[..] {
+            if let Some(subject) = &self.subject {
                 return Ok(subject.clone());
+            }
+            if self.itself {
+                return Ok(topic.clone());
             }
         }
         // Let go of the cached subject first, so the arena can reclaim its chunk.
