@@ -344,8 +344,9 @@ pub(super) struct ConnState {
     subjects: SubjectCache,
     /// Where its publishes went lately (co-location).
     streak: Streak,
-    /// PUBLISHes to skip before the next in-place attempt ([`publish_in_place`]), and the
-    /// skip after the next declined one (doubling while attempts decline).
+    /// Reader steps ([`next_packet`] calls) to skip before the next in-place attempt
+    /// ([`publish_in_place`]), and the skip after the next declined one (doubling while
+    /// attempts decline).
     in_place_skip: u8,
     in_place_backoff: u8,
 }
