@@ -83,6 +83,11 @@ pub const MOVE_STREAK_BURSTS_MIN: u32 = 8;
 /// costs at most one move (a mesh round trip and a socket hand-off) per period.
 pub const MOVE_COOLDOWN: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Most reader steps a connection whose in-place delivery attempts decline skips between
+/// two attempts (`shard::InPlaceBackoff`). Costs: a connection whose messages became local
+/// may take this many more through the general path before it tries again.
+pub const IN_PLACE_BACKOFF_MAX: u8 = 64;
+
 /// Sweeps (250 ms each) without a message on any shard after which each shard returns freed
 /// memory to the kernel (once per quiet spell). Costs: a heap walk and the purge of what traffic freed
 /// (1-10 ms) on a shard that carries nothing; memory a short pause frees stays until the

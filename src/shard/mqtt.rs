@@ -344,11 +344,9 @@ pub(super) struct ConnState {
     subjects: SubjectCache,
     /// Where its publishes went lately (co-location).
     streak: Streak,
-    /// Reader steps ([`next_packet`] calls) to skip before the next in-place attempt
-    /// ([`publish_in_place`]), and the skip after the next declined one (doubling while
-    /// attempts decline).
-    in_place_skip: u8,
-    in_place_backoff: u8,
+    /// When to try the next PUBLISH in place ([`publish_in_place`]); a step is a
+    /// [`next_packet`] call.
+    in_place: super::InPlaceBackoff,
 }
 
 impl ConnState {
@@ -370,8 +368,7 @@ impl ConnState {
             expiry_was_zero,
             subjects,
             streak,
-            in_place_skip: 0,
-            in_place_backoff: 0,
+            in_place: super::InPlaceBackoff::default(),
         }
     }
 }
@@ -928,9 +925,8 @@ fn next_packet(
     max: u32,
 ) -> Result<Option<Packet>, codec::DecodeError> {
     loop {
-        if state.in_place_skip > 0 {
+        if !state.in_place.attempt() {
             // Backing off: not even the peek (decode reads the packet again).
-            state.in_place_skip -= 1;
             return codec::decode(buf, state.version, max);
         }
         match codec::peek_publish(buf, state.version, max) {
@@ -946,7 +942,7 @@ fn next_packet(
 /// subscriber of the subject is a plain NATS subscription on this shard
 /// ([`Shard::deliver_in_place`], with the `Nmqtt-Pub` headers of a QoS 0 publish). Returns
 /// false, having changed nothing, otherwise: the caller then decodes the PUBLISH. Declines back
-/// off as NATS ones do (`nats::publish_in_place`).
+/// off ([`super::InPlaceBackoff`]).
 fn publish_in_place(
     shard: &Shard,
     slot: u32,
@@ -970,13 +966,7 @@ fn publish_in_place(
         }
         _ => false,
     };
-    let backoff = state.in_place_backoff;
-    if done {
-        state.in_place_backoff = 0;
-    } else {
-        state.in_place_skip = backoff;
-        state.in_place_backoff = (backoff * 2).clamp(1, super::nats::IN_PLACE_BACKOFF_MAX);
-    }
+    state.in_place.record(done);
     done
 }
 

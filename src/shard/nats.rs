@@ -70,7 +70,7 @@ pub fn expect_connect(shard: &Shard, slot: u32) {
 
 /// The next op in a NATS reader's buffer for [`handle`], after delivering in place
 /// ([`publish_in_place`]) the PUBs ahead of it that allow it; `Ok(None)` when more bytes are
-/// needed. Errors are [`codec::decode`]'s.
+/// needed. Ops and errors are [`codec::decode`]'s.
 pub fn next_op(
     shard: &Shard,
     slot: u32,
@@ -80,7 +80,7 @@ pub fn next_op(
         match codec::peek_pub(buf, &shard.limits) {
             Some(at) if publish_in_place(shard, slot, buf, &at) => buf.advance(at.frame),
             Some(at) => return Ok(Some(codec::take_pub(buf, &at))),
-            None => return codec::decode(buf, &shard.limits),
+            None => return codec::decode_declined(buf, &shard.limits),
         }
     }
 }
@@ -92,43 +92,30 @@ pub fn next_op(
 /// Returns false, having changed nothing but the connection's activity mark, otherwise: the
 /// caller then decodes the PUB and hands it to [`handle`].
 ///
-/// A decline costs about as much as the general path's routing (two matches, callgrind: 136
-/// instructions), so a connection whose attempts decline tries again only after 1, 2, 4 ...
-/// up to [`IN_PLACE_BACKOFF_MAX`] PUBs; one that succeeds tries every PUB.
+/// Attempts back off while they decline ([`super::InPlaceBackoff`]).
 #[inline]
 pub fn publish_in_place(shard: &Shard, slot: u32, buf: &[u8], at: &codec::PubAt) -> bool {
     let message = at.parts(buf);
     let attempt = shard.with_conn(slot, |c| {
         c.active = true;
-        if c.in_place_skip > 0 {
-            c.in_place_skip -= 1;
+        if !c.in_place.attempt() {
             return None;
         }
         let allowed = match c.grant.as_deref() {
             Some(grant) => grant.permissions.may_publish(message.subject),
             None => shard.identity.auth.is_none(),
         };
-        Some((allowed && !c.flags.verbose && !c.flags.pedantic, c.in_place_backoff))
+        Some((allowed && !c.flags.verbose && !c.flags.pedantic, c.in_place.settled()))
     });
-    let Some((plain, backoff)) = attempt else { return false };
+    let Some((plain, settled)) = attempt else { return false };
     let done = plain
         && !message.subject.starts_with(interop::RESPONSE_PREFIX)
         && shard.deliver_in_place(slot, &message);
-    if !done || backoff != 0 {
-        shard.with_conn(slot, |c| {
-            if done {
-                c.in_place_backoff = 0;
-            } else {
-                c.in_place_skip = backoff;
-                c.in_place_backoff = (backoff * 2).clamp(1, IN_PLACE_BACKOFF_MAX);
-            }
-        });
+    if !(done && settled) {
+        shard.with_conn(slot, |c| c.in_place.record(done));
     }
     done
 }
-
-/// Most PUBs a connection whose in-place attempts decline skips between two attempts.
-pub const IN_PLACE_BACKOFF_MAX: u8 = 64;
 
 /// Applies one client op.
 pub fn handle(shard: &Shard, slot: u32, op: ClientOp) -> Next {

@@ -77,6 +77,18 @@ const ARGS_MAX: usize = 4;
 /// Decodes one op from the front of `buf`, removing its bytes. `Ok(None)` means more bytes are
 /// needed; nothing is consumed then.
 pub fn decode(buf: &mut BytesMut, limits: &Limits) -> Result<Option<ClientOp>, DecodeError> {
+    match peek_pub(buf, limits) {
+        Some(at) => Ok(Some(take_pub(buf, &at))),
+        None => decode_declined(buf, limits),
+    }
+}
+
+/// [`decode`] of a buffer whose front [`peek_pub`] declined: every op but a complete PUB in
+/// the clients' form (for the reader, which peeks first itself).
+pub fn decode_declined(
+    buf: &mut BytesMut,
+    limits: &Limits,
+) -> Result<Option<ClientOp>, DecodeError> {
     let scan = buf.len().min(limits.max_control_line as usize + 2);
     let Some(newline) = memchr::memchr(b'\n', &buf[..scan]) else {
         if buf.len() > limits.max_control_line as usize + 1 {
@@ -90,9 +102,6 @@ pub fn decode(buf: &mut BytesMut, limits: &Limits) -> Result<Option<ClientOp>, D
     }
     let line = &buf[..line_end];
     let head_len = newline + 1;
-    if let Some(args) = simple_pub(line) {
-        return finish_pub(buf, limits, head_len, args);
-    }
     let op_end = next_blank(line, 0);
     let op = &line[..op_end];
 
