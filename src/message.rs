@@ -55,9 +55,10 @@ pub struct MqttProperties {
     pub user_properties: Vec<(Bytes, Bytes)>,
 }
 
-/// The fields a NATS delivery writes, borrowed: from a [`Message`], or straight from a
-/// publisher's read buffer when the message is delivered without being cut from it
-/// (`shard::nats::publish_in_place`).
+/// A [`Message`] borrowed: from a `Message`, or straight from a publisher's read buffer when
+/// the message is delivered without being cut from it (`shard::nats::publish_in_place`,
+/// `shard::mqtt::publish_in_place`). Deliveries (NATS MSG, MQTT QoS 0 PUBLISH) need nothing
+/// else, so they take no reference count.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MsgParts<'a> {
     /// Literal subject in NATS spelling.
@@ -68,6 +69,27 @@ pub struct MsgParts<'a> {
     pub headers: &'a [u8],
     /// Payload bytes.
     pub payload: &'a [u8],
+    /// The MQTT facts ([`Meta`]), borrowed.
+    pub meta: MetaParts<'a>,
+}
+
+/// [`Meta`] borrowed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MetaParts<'a> {
+    /// An MQTT client (or a will) published it.
+    pub from_mqtt: bool,
+    /// QoS of the publish.
+    pub qos: u8,
+    /// RETAIN flag of the publish.
+    pub retain: bool,
+    /// The MQTT topic as published (empty for NATS publishes).
+    pub topic: &'a [u8],
+    /// 5.0 properties, if any.
+    pub properties: Option<&'a MqttProperties>,
+    /// The NATS header block as `Bytes` when the parts come from a [`Message`] that has one, so an MQTT 5
+    /// delivery can pass its headers on as user properties that are slices of it rather than
+    /// copies. The in-place paths leave it `None`: they carry no NATS headers of their own.
+    pub headers: Option<&'a Bytes>,
 }
 
 impl MsgParts<'_> {
@@ -83,13 +105,21 @@ impl Message {
         self.headers.len() + self.payload.len()
     }
 
-    /// The NATS fields, borrowed.
+    /// The message, borrowed.
     pub fn parts(&self) -> MsgParts<'_> {
         MsgParts {
             subject: &self.subject,
             reply: &self.reply,
             headers: &self.headers,
             payload: &self.payload,
+            meta: MetaParts {
+                from_mqtt: self.meta.from_mqtt,
+                qos: self.meta.qos,
+                retain: self.meta.retain,
+                topic: &self.meta.topic,
+                properties: self.meta.properties.as_deref(),
+                headers: (!self.headers.is_empty()).then_some(&self.headers),
+            },
         }
     }
 

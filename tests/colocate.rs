@@ -555,3 +555,137 @@ async fn a_connect_accepted_on_a_third_shard_reaches_the_moved_session_through_i
     .await;
     running.stop();
 }
+
+/// Subscribes `raw` to `filter` with `options` and subscription identifier `identifier` (0:
+/// none), and checks the SUBACK grants the QoS asked for.
+async fn subscribe_with(
+    raw: &mut RawMqtt,
+    filter: &str,
+    options: isthmus::protocol::mqtt::packet::SubscriptionOptions,
+    identifier: u32,
+) {
+    use isthmus::protocol::mqtt::packet::{Subscribe, SubscribeProperties};
+    let packet_id = raw.packet_id();
+    let properties = SubscribeProperties {
+        subscription_identifier: (identifier != 0).then_some(identifier),
+        ..Default::default()
+    };
+    let subscribe = Subscribe {
+        packet_id,
+        filters: vec![(bytes::Bytes::copy_from_slice(filter.as_bytes()), options)],
+        properties,
+    };
+    raw.send(&Packet::Subscribe(subscribe)).await;
+    match raw.expect_packet(Duration::from_secs(5)).await {
+        Packet::SubAck(suback) => {
+            assert_eq!(suback.reason_codes.len(), 1);
+            assert_eq!(suback.reason_codes[0].0, options.qos as u8, "{filter}: granted QoS");
+        }
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+}
+
+/// On one shard, every QoS 0 publish below reaches its MQTT subscribers without a `Message`
+/// (`Shard::deliver_in_place`) unless a subscriber keeps it at QoS 1. What a 5.0 subscriber
+/// checks must not change with the path: order, the Subscription Identifier, No Local, `$`
+/// topics under a filter that starts with a wildcard, the QoS 1 a NATS publish gets from a
+/// QoS 1 subscription, and NATS headers as user properties.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_subscribers_served_in_place_see_what_the_general_path_gives() {
+    use isthmus::protocol::mqtt::packet::SubscriptionOptions;
+    if skip() {
+        return;
+    }
+    let running = in_process_toml(1, "");
+    let addr = running.mqtt_addr().to_string();
+    within(TEST_LIMIT, async {
+        let (mut device, _) = RawMqtt::connect_as(&addr, Version::V5_0, "ip-sub", true).await;
+        subscribe_with(&mut device, "ip/+", SubscriptionOptions::with_qos(QoS::AtMostOnce), 7)
+            .await;
+        subscribe_with(&mut device, "+/d", SubscriptionOptions::with_qos(QoS::AtMostOnce), 0).await;
+        let (mut reliable, _) = RawMqtt::connect_as(&addr, Version::V5_0, "ip-q1", true).await;
+        subscribe_with(&mut reliable, "q1/x", SubscriptionOptions::with_qos(QoS::AtLeastOnce), 0)
+            .await;
+        let (mut publisher, _) = RawMqtt::connect_as(&addr, Version::V5_0, "ip-pub", true).await;
+        let no_local = SubscriptionOptions {
+            no_local: true,
+            ..SubscriptionOptions::with_qos(QoS::AtMostOnce)
+        };
+        subscribe_with(&mut publisher, "ip/+", no_local, 0).await;
+
+        // MQTT QoS 0 to MQTT QoS 0, the same topic over and over (the in-place case).
+        const N: usize = 3_000;
+        let mut out = bytes::BytesMut::new();
+        for i in 0..N {
+            let publish = publish_packet("ip/a", QoS::AtMostOnce, 0, i.to_string().as_bytes());
+            encode(&Packet::Publish(publish), Version::V5_0, &mut out);
+        }
+        publisher.send_bytes(&out).await;
+        for want in 0..N {
+            let publish = device.expect_publish(Duration::from_secs(10)).await;
+            assert_eq!(&publish.payload[..], want.to_string().as_bytes(), "lost or reordered");
+            assert_eq!(publish.qos, QoS::AtMostOnce);
+            let ids = publish.properties.as_ref().map(|p| p.subscription_identifiers.clone());
+            assert_eq!(ids, Some(vec![7]), "message {want}: Subscription Identifier");
+        }
+        // No Local: the publisher's own subscription got none of them.
+        publisher.expect_nothing(Duration::from_millis(200)).await;
+
+        // `+/d` matches `x/d` but not `$x/d` [MQTT-4.7.2-1].
+        for topic in ["$x/d", "x/d", "$x/d", "x/d"] {
+            publisher.publish(topic, QoS::AtMostOnce, topic.as_bytes()).await;
+        }
+        for _ in 0..2 {
+            let publish = device.expect_publish(Duration::from_secs(5)).await;
+            assert_eq!(&publish.topic[..], b"x/d");
+        }
+        device.expect_nothing(Duration::from_millis(200)).await;
+
+        // A NATS publish reaches a QoS 1 subscription at QoS 1; an MQTT QoS 0 one at QoS 0.
+        let nats = client_on(&running, 0).await;
+        for i in 0..3 {
+            nats.publish("q1.x", format!("n{i}").into()).await.unwrap();
+        }
+        nats.flush().await.unwrap();
+        for i in 0..3 {
+            let publish = reliable.expect_publish(Duration::from_secs(5)).await;
+            assert_eq!(publish.qos, QoS::AtLeastOnce, "NATS publish {i} at the subscription's QoS");
+            assert_eq!(&publish.payload[..], format!("n{i}").as_bytes());
+            reliable.send(&Packet::PubAck(common::mqtt::ack(publish.packet_id))).await;
+        }
+        publisher.publish("q1/x", QoS::AtMostOnce, b"m").await;
+        let publish = reliable.expect_publish(Duration::from_secs(5)).await;
+        assert_eq!((publish.qos, &publish.payload[..]), (QoS::AtMostOnce, &b"m"[..]));
+
+        // NATS headers arrive as user properties, PUB and HPUB interleaved on one subject.
+        for i in 0..20 {
+            if i % 2 == 0 {
+                nats.publish("ip.h", format!("{i}").into()).await.unwrap();
+            } else {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("unit", format!("u{i}").as_str());
+                nats.publish_with_headers("ip.h", headers, format!("{i}").into()).await.unwrap();
+            }
+        }
+        nats.flush().await.unwrap();
+        for i in 0..20 {
+            let publish = device.expect_publish(Duration::from_secs(5)).await;
+            assert_eq!(&publish.payload[..], format!("{i}").as_bytes());
+            let properties = publish.properties.expect("Subscription Identifier at least");
+            assert_eq!(properties.subscription_identifiers, vec![7]);
+            let users: Vec<(&[u8], &[u8])> =
+                properties.user_properties.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+            if i % 2 == 0 {
+                assert!(users.is_empty(), "message {i}: {users:?}");
+            } else {
+                assert_eq!(users, vec![(&b"unit"[..], format!("u{i}").as_bytes())], "message {i}");
+            }
+        }
+        assert_eq!(counter(&running, |s| &s.mqtt_dropped_qos0), 0);
+        device.disconnect().await;
+        reliable.disconnect().await;
+        publisher.disconnect().await;
+    })
+    .await;
+    running.stop();
+}

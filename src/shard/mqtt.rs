@@ -17,7 +17,7 @@ use super::stream::{self, adopt_fd, duplicate_fd, Stream};
 use super::{Protocol, Routed, Shard};
 use crate::auth::{AuthError, Credentials, Grant, Protocol as AuthProtocol, SubscribeCheck};
 use crate::limits::DORMANT_RELEASE_MIN;
-use crate::message::{Message, Meta, MqttProperties};
+use crate::message::{Message, Meta, MqttProperties, MsgParts};
 use crate::protocol::mqtt::codec::{self, DecodeError};
 use crate::protocol::mqtt::interop;
 use crate::protocol::mqtt::packet::{
@@ -939,8 +939,9 @@ fn next_packet(
 /// Delivers the QoS 0 PUBLISH `at` (no RETAIN, no properties) at the front of `buf` straight
 /// from it, with no `Message` and no reference count on the buffer, when its topic is the
 /// connection's last one (its subject known), the session has no token to check, and every
-/// subscriber of the subject is a plain NATS subscription on this shard
-/// ([`Shard::deliver_in_place`], with the `Nmqtt-Pub` headers of a QoS 0 publish). Returns
+/// subscriber of the subject is on this shard: a plain NATS subscription, or an MQTT one,
+/// which gets a QoS 0 publish at QoS 0 ([`Shard::deliver_in_place`], with the `Nmqtt-Pub`
+/// headers of a QoS 0 publish). Returns
 /// false, having changed nothing, otherwise: the caller then decodes the PUBLISH. Declines back
 /// off ([`super::InPlaceBackoff`]).
 fn publish_in_place(
@@ -956,11 +957,19 @@ fn publish_in_place(
     ) {
         (Some(session), Some(subject)) if !shard.with_session(session, |s| s.grant.is_some()) => {
             let (headers, _) = interop::nats_headers(0, &[]);
-            let message = crate::message::MsgParts {
+            let message = MsgParts {
                 subject,
                 reply: &[],
                 headers: &headers,
                 payload: &buf[at.payload.0..at.payload.1],
+                meta: crate::message::MetaParts {
+                    from_mqtt: true,
+                    qos: 0,
+                    retain: false,
+                    topic: &buf[at.topic.0..at.topic.1],
+                    properties: None,
+                    headers: None,
+                },
             };
             shard.deliver_in_place(slot, &message)
         }
@@ -1624,7 +1633,7 @@ impl Shard {
                     match write_publish(
                         &mut conn.out,
                         s,
-                        (&p.message, p.qos, p.retain, p.identifier),
+                        (&p.message.parts(), p.qos, p.retain, p.identifier),
                         flight.packet_id,
                         true,
                         &mut self.mqtt_scratch.borrow_mut(),
@@ -1898,6 +1907,9 @@ impl Shard {
             .is_none_or(|g| g.permissions.may_deliver(subject))
     }
 
+    /// One message for one MQTT subscription of session `index`: at the QoS the subscription
+    /// gets it, now if that is 0, else through the session's window and queue (which keep a
+    /// clone of `message`).
     pub(super) fn deliver_mqtt(
         &self,
         index: u32,
@@ -1905,50 +1917,72 @@ impl Shard {
         message: &Message,
         origin_session: Option<u32>,
     ) {
-        if sub.wildcard_first && subject::is_reserved_subject(&message.subject) {
-            return;
-        }
-        if sub.no_local && origin_session == Some(index) {
-            return;
-        }
-        // MQTT publishes go out at min(publish, subscription) QoS; NATS publishes at the
-        // subscription's QoS, so NATS services can reach devices reliably (nats-server#6859).
-        let qos = if message.meta.from_mqtt { message.meta.qos.min(sub.qos) } else { sub.qos };
+        let parts = message.parts();
+        let Some(qos) = mqtt_delivery_qos(index, sub, &parts, origin_session) else { return };
         let retain = sub.retain_as_published && message.meta.retain;
-        self.mqtt_enqueue(index, message, qos, retain, sub.identifier);
+        if qos == 0 {
+            self.mqtt_send_qos0(index, &parts, retain, sub.identifier);
+        } else {
+            self.mqtt_enqueue(index, message, qos, retain, sub.identifier);
+        }
     }
 
-    /// Sends a delivery now if the session's window allows, else queues it (bounded). The
-    /// message is cloned (refcounts) only if it must wait or stay inflight.
+    /// [`Shard::deliver_mqtt`] of a borrowed message, which only a QoS 0 delivery can take:
+    /// the caller (`deliver_in_place`) has checked with [`mqtt_delivery_qos`] that every
+    /// subscription gets it at QoS 0.
+    pub(super) fn deliver_mqtt_qos0(
+        &self,
+        index: u32,
+        sub: MqttSub,
+        message: &MsgParts,
+        origin_session: Option<u32>,
+    ) {
+        match mqtt_delivery_qos(index, sub, message, origin_session) {
+            Some(0) => {
+                let retain = sub.retain_as_published && message.meta.retain;
+                self.mqtt_send_qos0(index, message, retain, sub.identifier);
+            }
+            Some(_) => {
+                debug_assert!(false, "a QoS 1/2 delivery of a borrowed message");
+                ShardStats::add(&self.stats.mqtt_dropped_qos0, 1);
+            }
+            None => {}
+        }
+    }
+
+    /// Writes a QoS 0 delivery now, or drops and counts it if the session is offline or its
+    /// connection has `max_pending_bytes` unsent.
+    fn mqtt_send_qos0(&self, index: u32, message: &MsgParts, retain: bool, identifier: u32) {
+        let mut sessions = self.sessions.borrow_mut();
+        let Some(s) = sessions.get_mut(index as usize) else { return };
+        let Some(slot) = s.conn else {
+            ShardStats::add(&self.stats.mqtt_dropped_qos0, 1);
+            return;
+        };
+        let mut conns = self.conns.borrow_mut();
+        let conn = &mut conns[slot as usize];
+        if conn.closing || conn.out.len() + conn.writing > self.config.mqtt.max_pending_bytes {
+            ShardStats::add(&self.stats.mqtt_dropped_qos0, 1);
+            return;
+        }
+        let scratch = &mut self.mqtt_scratch.borrow_mut();
+        match write_publish(&mut conn.out, s, (message, 0, retain, identifier), 0, false, scratch) {
+            Ok(()) => {
+                self.count_out(message.size());
+                self.after_append(conn);
+            }
+            Err(skip) => self.count_skip(skip),
+        }
+    }
+
+    /// Queues a QoS 1/2 delivery, sending it now if the session's window allows (bounded).
+    /// The message is cloned (refcounts).
     fn mqtt_enqueue(&self, index: u32, message: &Message, qos: u8, retain: bool, identifier: u32) {
         let mut sessions = self.sessions.borrow_mut();
         let Some(s) = sessions.get_mut(index as usize) else { return };
         if qos == 0 {
-            let Some(slot) = s.conn else {
-                ShardStats::add(&self.stats.mqtt_dropped_qos0, 1);
-                return;
-            };
-            let mut conns = self.conns.borrow_mut();
-            let conn = &mut conns[slot as usize];
-            if conn.closing || conn.out.len() + conn.writing > self.config.mqtt.max_pending_bytes {
-                ShardStats::add(&self.stats.mqtt_dropped_qos0, 1);
-                return;
-            }
-            let scratch = &mut self.mqtt_scratch.borrow_mut();
-            match write_publish(
-                &mut conn.out,
-                s,
-                (message, 0, retain, identifier),
-                0,
-                false,
-                scratch,
-            ) {
-                Ok(()) => {
-                    self.count_out(message);
-                    self.after_append(conn);
-                }
-                Err(skip) => self.count_skip(skip),
-            }
+            drop(sessions);
+            self.mqtt_send_qos0(index, &message.parts(), retain, identifier);
             return;
         }
         if s.queue.is_empty() && s.window_open() {
@@ -1970,10 +2004,11 @@ impl Shard {
         let conn = &mut conns[slot as usize];
         let packet_id = s.allocate_packet_id();
         let scratch = &mut self.mqtt_scratch.borrow_mut();
-        let delivery = (&pending.message, pending.qos, pending.retain, pending.identifier);
+        let parts = pending.message.parts();
+        let delivery = (&parts, pending.qos, pending.retain, pending.identifier);
         match write_publish(&mut conn.out, s, delivery, packet_id, false, scratch) {
             Ok(()) => {
-                self.count_out(&pending.message);
+                self.count_out(pending.message.size());
                 self.after_append(conn);
                 s.inflight.push_back(Inflight { packet_id, pending, stage: Stage::Published });
             }
@@ -2345,9 +2380,9 @@ impl Shard {
         ShardStats::add(&self.stats.mqtt_moves, 1);
     }
 
-    fn count_out(&self, message: &Message) {
+    fn count_out(&self, size: usize) {
         ShardStats::add(&self.stats.out_msgs, 1);
-        ShardStats::add(&self.stats.out_bytes, message.size() as u64);
+        ShardStats::add(&self.stats.out_bytes, size as u64);
     }
 
     fn count_skip(&self, skip: Skip) {
@@ -2358,6 +2393,26 @@ impl Shard {
         };
         ShardStats::add(counter, 1);
     }
+}
+
+/// The QoS at which MQTT subscription `sub` of session `index` gets `message`, or `None` if it
+/// does not get it: a `$` subject for a filter that starts with a wildcard [MQTT-4.7.2-1], or
+/// the session's own publish under No Local. MQTT publishes go out at min(publish,
+/// subscription) QoS; NATS publishes at the subscription's QoS, so NATS services can reach
+/// devices reliably (nats-server#6859).
+pub(super) fn mqtt_delivery_qos(
+    index: u32,
+    sub: MqttSub,
+    message: &MsgParts,
+    origin_session: Option<u32>,
+) -> Option<u8> {
+    if sub.wildcard_first && subject::is_reserved_subject(message.subject) {
+        return None;
+    }
+    if sub.no_local && origin_session == Some(index) {
+        return None;
+    }
+    Some(if message.meta.from_mqtt { message.meta.qos.min(sub.qos) } else { sub.qos })
 }
 
 /// A will kept beyond its CONNECT packet: copied, so no read buffer stays pinned.
@@ -2380,14 +2435,14 @@ fn detached_will(will: &Will) -> Will {
 fn write_publish(
     out: &mut BytesMut,
     s: &mut Session,
-    delivery: (&Message, u8, bool, u32),
+    delivery: (&MsgParts, u8, bool, u32),
     packet_id: u16,
     dup: bool,
     scratch: &mut Scratch,
 ) -> Result<(), Skip> {
     let (message, qos, retain, identifier) = delivery;
     // The clock is read only for messages that can expire.
-    let expires_at = message.meta.properties.as_ref().and_then(|p| p.expires_at);
+    let expires_at = message.meta.properties.and_then(|p| p.expires_at);
     let now = expires_at.map(|_| Instant::now());
     if let (Some(at), Some(now)) = (expires_at, now) {
         if at <= now {
@@ -2401,21 +2456,21 @@ fn write_publish(
     }
     let Scratch { topic: translated, topic_of, topic_form, identifiers, user_properties } = scratch;
     let topic: &[u8] = if message.meta.from_mqtt {
-        &message.meta.topic
+        message.meta.topic
     } else {
         if *topic_form == TopicForm::Unknown || topic_of[..] != message.subject[..] {
             translated.clear();
-            *topic_form = match subject::subject_to_mqtt_topic_into(&message.subject, translated) {
+            *topic_form = match subject::subject_to_mqtt_topic_into(message.subject, translated) {
                 Ok(true) => TopicForm::Translated,
                 Ok(false) => TopicForm::Itself,
                 Err(_) => TopicForm::None,
             };
             topic_of.clear();
-            topic_of.extend_from_slice(&message.subject);
+            topic_of.extend_from_slice(message.subject);
         }
         match topic_form {
             TopicForm::Translated => translated,
-            TopicForm::Itself => &message.subject,
+            TopicForm::Itself => message.subject,
             TopicForm::None | TopicForm::Unknown => return Err(Skip::NoTopic),
         }
     };
@@ -2426,7 +2481,7 @@ fn write_publish(
     };
     let mut alias = None;
     if s.version == Version::V5_0 {
-        if let Some(p) = &message.meta.properties {
+        if let Some(p) = message.meta.properties {
             properties.payload_format_indicator = p.payload_format_indicator;
             properties.message_expiry_interval = p.expires_at.zip(now).map(|(at, now)| {
                 let left = at.saturating_duration_since(now).as_millis();
@@ -2440,11 +2495,20 @@ fn write_publish(
         if !message.meta.from_mqtt {
             if !message.headers.is_empty() {
                 properties.user_properties.clear();
-                interop::user_properties_into(&message.headers, &mut properties.user_properties);
+                match message.meta.headers {
+                    Some(headers) => {
+                        interop::user_properties_into(headers, &mut properties.user_properties)
+                    }
+                    // Not reached today: borrowed parts with NATS headers come from no path.
+                    None => interop::user_properties_into(
+                        &Bytes::copy_from_slice(message.headers),
+                        &mut properties.user_properties,
+                    ),
+                }
             }
             if !message.reply.is_empty() {
                 // A reply subject without an MQTT form is not passed on (the request still is).
-                if let Ok(response) = subject::subject_to_mqtt_topic(&message.reply) {
+                if let Ok(response) = subject::subject_to_mqtt_topic(message.reply) {
                     properties.response_topic = Some(Bytes::copy_from_slice(&response));
                 }
             }
@@ -2470,7 +2534,7 @@ fn write_publish(
     };
     let sent_topic: &[u8] = if matches!(alias, Some((_, true))) { b"" } else { topic };
     let before = out.len();
-    codec::encode_publish(out, s.version, header, sent_topic, &properties, &message.payload);
+    codec::encode_publish(out, s.version, header, sent_topic, &properties, message.payload);
     let fits = out.len() - before <= s.max_packet as usize;
     if !fits {
         out.truncate(before);
@@ -2523,7 +2587,7 @@ mod tests {
             let written = write_publish(
                 &mut out,
                 &mut session,
-                (&message, 0, false, 0),
+                (&message.parts(), 0, false, 0),
                 0,
                 false,
                 &mut scratch,

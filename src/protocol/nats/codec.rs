@@ -252,6 +252,7 @@ impl PubAt {
             reply: &buf[self.reply.0..self.reply.1],
             headers: &[],
             payload: &buf[self.payload.0..self.payload.1],
+            meta: Default::default(),
         }
     }
 }
