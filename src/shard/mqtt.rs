@@ -1920,11 +1920,7 @@ impl Shard {
         let parts = message.parts();
         let Some(qos) = mqtt_delivery_qos(index, sub, &parts, origin_session) else { return };
         let retain = sub.retain_as_published && message.meta.retain;
-        if qos == 0 {
-            self.mqtt_send_qos0(index, &parts, retain, sub.identifier);
-        } else {
-            self.mqtt_enqueue(index, message, qos, retain, sub.identifier);
-        }
+        self.mqtt_enqueue(index, message, qos, retain, sub.identifier);
     }
 
     /// [`Shard::deliver_mqtt`] of a borrowed message, which only a QoS 0 delivery can take:
@@ -1975,8 +1971,9 @@ impl Shard {
         }
     }
 
-    /// Queues a QoS 1/2 delivery, sending it now if the session's window allows (bounded).
-    /// The message is cloned (refcounts).
+    /// A delivery at `qos`: QoS 0 is written now ([`Shard::mqtt_send_qos0`]); QoS 1/2 is sent
+    /// now if the session's window allows, else queued (bounded), and the message is cloned
+    /// (refcounts) to stay inflight or queued.
     fn mqtt_enqueue(&self, index: u32, message: &Message, qos: u8, retain: bool, identifier: u32) {
         let mut sessions = self.sessions.borrow_mut();
         let Some(s) = sessions.get_mut(index as usize) else { return };
