@@ -63,8 +63,16 @@ pub const SUBJECT_TOKENS_INLINE: usize = 16;
 /// Costs: one heap walk of the shard's thread per release (0.1-2 ms), only after such a wave.
 pub const DORMANT_RELEASE_MIN: u32 = 64;
 
-/// Largest outbound buffer capacity an idle connection keeps; more is released when it drains.
-pub const OUTBOUND_IDLE_BYTES_MAX: usize = 64 * 1024;
+/// Largest outbound buffer capacity a connection keeps once its writer drained it; more is
+/// released. Twice [`READ_CHUNK_BYTES`], so what one full read delivers to a subscriber fits
+/// without growing: the deliveries of a 64 KiB read are a little larger than the read (MSG
+/// carries a sid that PUB does not), and with a 64 KiB cap a busy subscriber's buffer was
+/// released after every write and grown again, by doubling, on the next tick (callgrind of
+/// `benches/publish_path.rs`, one shard, per message: NATS 16 B 1110 -> 1070 instructions,
+/// 256 B 1524 -> 1316, MQTT QoS 0 256 B 1753 -> 1570; tuning/results/2026-12-03-outbound.md).
+/// Costs: a connection that had a burst holds up to twice this (its outbound buffer and its
+/// writer's) until it closes or, for MQTT, goes dormant.
+pub const OUTBOUND_IDLE_BYTES_MAX: usize = 2 * READ_CHUNK_BYTES;
 
 /// Longest a NATS client may take over its TLS handshake, after the plaintext INFO, in
 /// milliseconds: nats-server's default `tls { timeout }` (2 s). Costs: a slot-less task and a

@@ -410,6 +410,16 @@ pub(super) async fn read_some(
     }
 }
 
+/// Readies a writer's buffer, all of it written, for its next turn (it is swapped with the
+/// connection's outbound buffer by `Shard::take_output`): emptied, and given back if a burst
+/// grew it past [`OUTBOUND_IDLE_BYTES_MAX`], rather than held while idle.
+pub(super) fn recycle_written(spare: &mut BytesMut) {
+    spare.clear();
+    if spare.capacity() > OUTBOUND_IDLE_BYTES_MAX {
+        *spare = BytesMut::new();
+    }
+}
+
 pub(super) async fn write_loop(shard: Rc<Shard>, slot: u32, mut writer: Half) {
     let mut spare = BytesMut::new();
     'output: while shard.take_output(slot, &mut spare).await {
@@ -426,11 +436,7 @@ pub(super) async fn write_loop(shard: Rc<Shard>, slot: u32, mut writer: Half) {
                 }
             }
         }
-        spare.clear();
-        if spare.capacity() > OUTBOUND_IDLE_BYTES_MAX {
-            // A burst grew this buffer; give the memory back rather than hold it while idle.
-            spare = BytesMut::new();
-        }
+        recycle_written(&mut spare);
     }
     if shard.writer_parked(slot) {
         return;

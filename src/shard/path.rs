@@ -40,6 +40,8 @@ pub struct Path {
     mqtt_state: Option<super::mqtt::ConnState>,
     subscriber: u32,
     read: BytesMut,
+    /// The subscriber's writer buffer, swapped with its outbound buffer as the writer does.
+    spare: BytesMut,
 }
 
 impl Path {
@@ -109,7 +111,9 @@ impl Path {
             }
         }
         let mqtt_state = mqtt_publisher.map(|(_, state)| state);
-        let path = Path { shards, publisher, mqtt_state, subscriber, read: BytesMut::new() };
+        let read = BytesMut::new();
+        let mut path =
+            Path { shards, publisher, mqtt_state, subscriber, read, spare: BytesMut::new() };
         path.carry();
         path.take_output();
         path
@@ -170,16 +174,19 @@ impl Path {
         }
     }
 
-    /// Takes the subscriber's output as its writer would; returns its length.
-    fn take_output(&self) -> usize {
+    /// Takes the subscriber's output as its writer would (`Shard::take_output`, then
+    /// `conn::recycle_written` once the socket took it all); returns its length.
+    fn take_output(&mut self) -> usize {
         let last = self.shards.len() - 1;
-        self.shards[last].with_conn(self.subscriber, |c| {
-            let n = c.out.len();
-            c.out.clear();
+        let spare = &mut self.spare;
+        let n = self.shards[last].with_conn(self.subscriber, |c| {
+            std::mem::swap(&mut c.out, spare);
             c.queued_msgs = 0;
             c.writer_woken = false;
-            n
-        })
+            spare.len()
+        });
+        super::conn::recycle_written(&mut self.spare);
+        n
     }
 
     /// Messages routed (publisher's shard) and delivered (subscriber's shard) so far, from the
@@ -241,6 +248,33 @@ mod tests {
                     assert_eq!(sent, count * one, "{case}");
                     assert_eq!(path.counted(), (count as u64, count as u64), "{case}");
                 }
+            }
+        }
+    }
+
+    /// What full reads deliver fits the subscriber's outbound buffers, so a busy subscriber
+    /// keeps them: neither is given back after a write and grown again on the next read
+    /// (`limits::OUTBOUND_IDLE_BYTES_MAX`). Full reads of small NATS messages deliver more
+    /// bytes than they read (MSG carries a sid).
+    #[test]
+    fn a_busy_subscriber_keeps_its_outbound_buffers_between_reads() {
+        use Client::{Mqtt, Nats};
+        for (client, payload) in [(Nats, 16), (Nats, 256), (Mqtt, 16), (Mqtt, 256)] {
+            let mut path = Path::new(1, client, client, "a.b");
+            let input = pubs(client, "a.b", payload, 8 * READ_BYTES / payload);
+            let mut seen = Vec::new();
+            for read in input.chunks(READ_BYTES).take(6) {
+                let sent = path.run(read);
+                let out = path.shards[0].with_conn(path.subscriber, |c| c.out.capacity());
+                seen.push((sent, path.spare.capacity(), out));
+            }
+            let case = format!("{client:?} {payload} B: (sent, writer's, outbound) {seen:?}");
+            assert!(seen.iter().all(|&(sent, _, _)| sent > READ_BYTES / 2), "{case}");
+            // The two buffers take turns; after the first two reads neither changes.
+            let (a, b) = ((seen[2].1, seen[2].2), (seen[3].1, seen[3].2));
+            assert!(a.0 >= seen[2].0 && b.0 >= seen[3].0, "{case}");
+            for (i, &(_, spare, out)) in seen.iter().enumerate().skip(2) {
+                assert_eq!((spare, out), if i % 2 == 0 { a } else { b }, "{case}");
             }
         }
     }
