@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # SETUP=pin2|one|mosq 2026-12-03-latency-qos.sh ROUNDS: p50/p99 of nats-latency, mqtt-latency
 # QoS 0 and QoS 1 (20k msg/s, 40,000 messages) on one broker started for the call: Isthmus with
-# 2 or 1 shards (ISTHMUS, CONFIG as in ab-runs.sh) or mosquitto. LOADTEST: /tmp/copy-loadtest.
-I=${ISTHMUS:-/tmp/copy-isthmus}; L=${LOADTEST:-/tmp/copy-loadtest}; d=$(mktemp -d)
+# 2 or 1 shards (ISTHMUS, CONFIG as in ab-runs.sh) or mosquitto. LOADTEST: the loadtest binary.
+I=${ISTHMUS:-target/release/isthmus}; L=${LOADTEST:-target/release/isthmus-loadtest}; d=$(mktemp -d)
 case $SETUP in
   mosq) port=$((20000 + RANDOM % 10000)); printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 64\nmax_queued_messages 1000000\n' $port >"$d/m.conf"; /usr/sbin/mosquitto -c "$d/m.conf" >/dev/null 2>&1 & pid=$!; mqtt=127.0.0.1:$port; nats=; sleep 0.5 ;;
   *) sh=2; [ "$SETUP" = one ] && sh=1; printf '%b[mqtt]\nmax_queued_messages = 1000000\nmax_inflight = 64\n' "${CONFIG:-}" >"$d/c.toml"; "$I" serve --nats-listen 127.0.0.1:0 --mqtt-listen 127.0.0.1:0 --shards $sh --config "$d/c.toml" --log warn >"$d/o" 2>&1 & pid=$!; sleep 0.5; mqtt=$(sed -n 's/.*mqtt=\([^ ]*\).*/\1/p' "$d/o"); nats=$(sed -n 's/.*nats=\([^ ]*\).*/\1/p' "$d/o") ;;

@@ -5,7 +5,7 @@
 # LOADTEST name the binaries. e.g. 2026-12-03-latency-setups.sh 5 mqtt-latency --rate 20000 --messages 40000
 set -u
 rounds=$1; sub=$2; shift 2
-I=${ISTHMUS:-/tmp/copy-isthmus}; L=${LOADTEST:-/tmp/copy-loadtest}
+I=${ISTHMUS:-target/release/isthmus}; L=${LOADTEST:-target/release/isthmus-loadtest}
 d=$(mktemp -d)
 start() { # name shards extra-config
   printf '%b[mqtt]\nmax_queued_messages = 1000000\nmax_inflight = 64\n' "$3" >"$d/$1.toml"
