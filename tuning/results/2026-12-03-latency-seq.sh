@@ -3,15 +3,15 @@
 # (idle and storm left out), each from its own loadtest process, against one Isthmus with the
 # monitor on 127.0.0.1:18222, then its three latency scenarios; prints each latency run with
 # the broker's move and memory-release counters and RSS. SKIP=1: latency runs only.
-# LOADTEST names the loadtest binary.
-B=${1:-target/release/isthmus}; L=${LOADTEST:-target/release/isthmus-loadtest}
-cfg=$(mktemp); printf '[monitor]\nlisten = "127.0.0.1:18222"\n[mqtt]\nmax_queued_messages = 1000000\nmax_inflight = 64\n' >"$cfg"
-$B serve --nats-listen 127.0.0.1:0 --mqtt-listen 127.0.0.1:0 --config "$cfg" --log warn > "$cfg.out" 2>&1 &
-pid=$!; sleep 0.7
-M=$(sed -n 's/.*mqtt=\([^ ]*\).*/\1/p' "$cfg.out"); N=$(sed -n 's/.*nats=\([^ ]*\).*/\1/p' "$cfg.out")
+# ISTHMUS (or the argument), LOADTEST: brokers.sh.
+set -u
+ISTHMUS=${1:-${ISTHMUS:-target/release/isthmus}}
+. "$(dirname "$0")/brokers.sh"
+start_isthmus seq 2 '[monitor]\nlisten = "127.0.0.1:18222"\n'
+M=$mqtt N=$nats L=$LOADTEST
 snap() { curl -s 127.0.0.1:18222/metrics | grep -E "^isthmus_(memory_releases|mqtt_moves|nats_moves)_total" | sed 's/isthmus_//; s/_total{shard="\([01]\)"}/\1=/' | tr -d ' ' | tr '\n' ' '; echo "rss=$(grep VmRSS /proc/$pid/status | awk '{print $2}')"; }
 q() { "$L" "$@" >/dev/null 2>&1; }
-lat() { "$L" "$@" 2>/dev/null | sed -n 's/^json: //p' | python3 -c 'import json,sys; r=json.loads(sys.stdin.read())["results"]; print("p50 %s p99 %s p999 %s max %s at %s" % (r["p50_us"], r["p99_us"], r["p999_us"], r["max_us"], r["max_at_ms"]))'; }
+lat() { "$L" "$@" 2>/dev/null | percentiles p50_us p99_us p999_us max_us max_at_ms; }
 if [ "${SKIP:-}" != 1 ]; then
 q nats-pubsub --addr $N --messages 2000000; q nats-pubsub --addr $N --size 256 --messages 1000000
 q nats-pubsub --addr $N --subscribers 8 --messages 250000; q nats-pubsub --addr $N --publishers 8 --messages 250000
