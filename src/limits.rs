@@ -102,6 +102,22 @@ pub const IN_PLACE_BACKOFF_MAX: u8 = 64;
 /// allocator's own purge delay.
 pub const QUIET_RELEASE_SWEEPS: u32 = 2;
 
+/// Messages in and out over one sweep (250 ms) from which a sweep counts as busy: 256k a
+/// second, counting each message once in and once per delivery.
+pub const TRAFFIC_BUSY_SWEEP_MIN: u64 = 1 << 16;
+
+/// How many times fewer messages than a busy sweep the next one must carry for each shard to
+/// return freed memory to the kernel then (`Shard::release_when_quiet`), though the process
+/// is not quiet. Costs: the purge of what the busy spell freed (measured 6 ms, 147 `madvise`
+/// calls, after a compare's throughput runs) stalls the slower traffic once, at its start
+/// instead of whenever the allocator's purge delay expires; pages the busy spell would have
+/// reused are faulted in again if it resumes.
+pub const TRAFFIC_DROP_FACTOR: u64 = 16;
+
+/// Shortest time between a shard's memory release and one for a drop in traffic: traffic
+/// that keeps swinging between busy and slow pays at most one purge per period.
+pub const TRAFFIC_DROP_RELEASE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 const _: () = assert!(SHARDS_MAX <= 64, "target shards are kept in a u64 mask");
 const _: () = assert!(READ_SPARE_BYTES_MIN < READ_CHUNK_BYTES);
 const _: () = assert!(READ_WINDOW_MIN <= READ_CHUNK_BYTES);

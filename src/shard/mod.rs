@@ -278,6 +278,10 @@ pub struct Shard {
     /// last changed (`Shard::release_when_quiet`).
     traffic_seen: Cell<u64>,
     quiet_sweeps: Cell<u32>,
+    /// Messages in and out on every shard during the last sweep and the one before.
+    swept_traffic: Cell<[u64; 2]>,
+    /// When this shard last handed freed memory back to the kernel.
+    released_at: Cell<Option<std::time::Instant>>,
     /// MQTT connections other shards moved here with their sessions (already held here, at
     /// the index given), to be served.
     mqtt_moved_in: RefCell<Vec<(u32, mesh::MovedMqtt)>>,
@@ -334,6 +338,8 @@ impl Shard {
             traffic_seen: Cell::new(0),
             // Quiet since start: nothing to release until traffic comes.
             quiet_sweeps: Cell::new(u32::MAX),
+            swept_traffic: Cell::new([0; 2]),
+            released_at: Cell::new(None),
             mqtt_moved_in: RefCell::new(Vec::new()),
             sessions_away: RefCell::new(AHashMap::new()),
         }

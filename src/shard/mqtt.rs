@@ -2064,23 +2064,35 @@ impl Shard {
         self.dozed_since_release.set(0);
         let started = Instant::now();
         if crate::serve::release_memory() {
+            self.released_at.set(Some(started));
             ShardStats::add(&self.stats.memory_releases, 1);
             tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, "memory released");
         }
     }
 
-    /// Once no shard has carried a message for [`QUIET_RELEASE_SWEEPS`] sweeps after some
-    /// traffic, hands what the traffic freed back to the kernel now, while nobody waits. The
-    /// whole process must be quiet, not this shard only: a release on the idle shard of a
-    /// busy process stalled the busy one too (NATS latency pairs, once their publisher had
-    /// moved away: 3.8-10.2 ms, all due 0.5-0.75 s after the move). Left
-    /// to the allocator, the purge runs when its delay expires, in whichever shard allocates
-    /// then: about 170 `madvise` calls in 10 ms on the shard thread after a throughput run,
-    /// which was each 10-11 ms stall of a latency run that followed (strace;
-    /// tuning/results/2026-12-01-purge.md).
+    /// Hands what traffic freed back to the kernel at a moment when few or none wait: once no
+    /// shard has carried a message for [`QUIET_RELEASE_SWEEPS`] sweeps after some traffic, or
+    /// when the process's traffic over a sweep fell [`TRAFFIC_DROP_FACTOR`] times or more from
+    /// one of the two sweeps before that carried at least [`TRAFFIC_BUSY_SWEEP_MIN`] messages (at most once per
+    /// [`TRAFFIC_DROP_RELEASE_INTERVAL`]). The whole process counts, not this shard only: a
+    /// release on the idle shard of a busy process stalled the busy one too (NATS latency
+    /// pairs, once their publisher had moved away: 3.8-10.2 ms, all due 0.5-0.75 s after the
+    /// move). Left to the allocator, the purge runs when its delay expires, in whichever shard
+    /// allocates then: about 170 `madvise` calls in 10 ms on the shard thread after a
+    /// throughput run, which was each 10-11 ms stall of a latency run that followed (strace;
+    /// tuning/results/2026-12-01-purge.md). A drop to a lower rate never goes quiet, so
+    /// without the drop rule that purge still came, 10 s after the busy spell, in the middle
+    /// of the slower traffic (tuning/results/2026-12-03-drop-release.md).
     ///
     /// [`QUIET_RELEASE_SWEEPS`]: crate::limits::QUIET_RELEASE_SWEEPS
+    /// [`TRAFFIC_DROP_FACTOR`]: crate::limits::TRAFFIC_DROP_FACTOR
+    /// [`TRAFFIC_BUSY_SWEEP_MIN`]: crate::limits::TRAFFIC_BUSY_SWEEP_MIN
+    /// [`TRAFFIC_DROP_RELEASE_INTERVAL`]: crate::limits::TRAFFIC_DROP_RELEASE_INTERVAL
     fn release_when_quiet(&self) {
+        use crate::limits::{
+            QUIET_RELEASE_SWEEPS, TRAFFIC_BUSY_SWEEP_MIN, TRAFFIC_DROP_FACTOR,
+            TRAFFIC_DROP_RELEASE_INTERVAL,
+        };
         let traffic: u64 = self
             .identity
             .shard_stats
@@ -2091,22 +2103,38 @@ impl Shard {
                     + ShardStats::get(&stats.mesh_msgs_out)
             })
             .sum();
-        if traffic != self.traffic_seen.get() {
-            self.traffic_seen.set(traffic);
-            self.quiet_sweeps.set(0);
+        let swept = traffic.wrapping_sub(self.traffic_seen.replace(traffic));
+        // The busier of the two sweeps before: a burst that ends early in a sweep leaves that
+        // sweep neither busy nor slow, and the drop shows against the one before it.
+        let [last, earlier] = self.swept_traffic.replace([swept, self.swept_traffic.get()[0]]);
+        let before = last.max(earlier);
+        let mut quiet = if swept == 0 { self.quiet_sweeps.get().saturating_add(1) } else { 0 };
+        let why = if quiet == QUIET_RELEASE_SWEEPS {
+            "quiet"
+        } else if before >= TRAFFIC_BUSY_SWEEP_MIN
+            && swept.saturating_mul(TRAFFIC_DROP_FACTOR) <= before
+            && self.config.server.allocator_purge_delay_ms > 0
+            && self.released_at.get().is_none_or(|at| at.elapsed() >= TRAFFIC_DROP_RELEASE_INTERVAL)
+        {
+            if swept == 0 {
+                // This counts as the quiet spell's release.
+                quiet = QUIET_RELEASE_SWEEPS;
+            }
+            "traffic dropped"
+        } else {
+            self.quiet_sweeps.set(quiet);
             return;
-        }
-        let quiet = self.quiet_sweeps.get().saturating_add(1);
+        };
         self.quiet_sweeps.set(quiet);
-        if quiet != crate::limits::QUIET_RELEASE_SWEEPS {
-            return;
-        }
         let started = Instant::now();
         if crate::serve::release_memory() {
+            self.released_at.set(Some(started));
             ShardStats::add(&self.stats.memory_releases, 1);
             tracing::debug!(
                 elapsed_us = started.elapsed().as_micros() as u64,
-                "memory released, quiet"
+                before,
+                swept,
+                "memory released, {why}"
             );
         }
     }
