@@ -7,7 +7,7 @@
 //! `BENCH_QUICK=1` one short run. For instruction counts, one pass of one case:
 //! `PATH_ONCE=<shards>,<payload>,<messages>,<from>-<to>[,rotate] valgrind --tool=callgrind
 //! --toggle-collect='isthmus::shard::path::Path::run' <bench binary>` (from, to: nats or mqtt;
-//! `rotate`: 64 subjects in turn to one wildcard subscriber)
+//! `rotate`: 64 subjects in turn to one wildcard subscriber; `fan<K>`: K subscribers)
 //! (the binary: `cargo bench --bench publish_path --no-run` prints it); the total divided by
 //! the messages is instructions per message.
 
@@ -36,6 +36,11 @@ fn main() {
         // A fifth field `rotate`: every message to another of 64 subjects, one wildcard
         // subscriber (the worst case for the match caches' last-subject shortcut).
         let rotate = n.get(4) == Some(&"rotate");
+        // Or `fan<K>`: K subscribers of the subject.
+        let fan: usize = n
+            .get(4)
+            .and_then(|f| f.strip_prefix("fan"))
+            .map_or(1, |k| k.parse().expect("fan<K>: K subscribers"));
         let (input, filter) = if rotate {
             let subjects: Vec<Vec<u8>> = (0..64)
                 .map(|d| pubs(from, &format!("sensors.device{d}.temperature"), number(1), 1))
@@ -45,10 +50,10 @@ fn main() {
         } else {
             (pubs(from, SUBJECT, number(1), number(2)), SUBJECT)
         };
-        let mut path = Path::new(number(0), from, to, filter);
+        let mut path = Path::fan_out(number(0), from, to, filter, fan);
         let sent = path.run(&input);
         let (routed, delivered) = path.counted();
-        assert_eq!((routed, delivered), (number(2) as u64, number(2) as u64));
+        assert_eq!((routed, delivered), (number(2) as u64, (fan * number(2)) as u64));
         println!("{{\"once\":\"{once}\",\"bytes_sent\":{sent}}}");
         return;
     }

@@ -606,6 +606,51 @@ proptest! {
     }
 }
 
+/// Subjects and payloads around `MSG_FRAME_BYTES`: a frame holds all, its control line only,
+/// or (subject and reply too long) nothing.
+fn framed_message() -> impl Strategy<Value = Message> {
+    let subject = "[a-z]{1,90}(\\.[a-z]{1,40}){0,2}".prop_map(Bytes::from);
+    let reply = prop::option::of("[A-Z_]{1,80}".prop_map(Bytes::from));
+    let payload = prop::collection::vec(any::<u8>(), 0..260).prop_map(Bytes::from);
+    let headers = prop::option::weighted(0.1, headers());
+    (subject, reply, headers, payload).prop_map(|(subject, reply, headers, payload)| Message {
+        subject,
+        reply: reply.unwrap_or_default(),
+        headers: headers.unwrap_or_default(),
+        payload,
+        meta: Default::default(),
+    })
+}
+
+proptest! {
+    /// A `MsgFrame` writes, for every sid, exactly what `encode_msg_parts` writes; there is
+    /// one for every message without a header block whose control line fits.
+    #[test]
+    fn a_msg_frame_encodes_as_encode_msg_parts(
+        message in framed_message(),
+        sids in prop::collection::vec(sid(), 1..4),
+        with_headers in any::<bool>(),
+    ) {
+        let parts = message.parts();
+        let frame = codec::MsgFrame::new(&parts);
+        let line = message.subject.len() + message.reply.len() + 24;
+        if !message.headers.is_empty() {
+            prop_assert!(frame.is_none(), "a frame for a message with headers");
+            return Ok(());
+        }
+        if line <= codec::MSG_FRAME_BYTES - 100 {
+            prop_assert!(frame.is_some(), "no frame for a {line}-byte control line");
+        }
+        let Some(frame) = frame else { return Ok(()) };
+        let (mut framed, mut plain) = (BytesMut::new(), BytesMut::new());
+        for sid in &sids {
+            frame.encode(&mut framed, sid);
+            codec::encode_msg_parts(&mut plain, &parts, sid, with_headers);
+        }
+        prop_assert_eq!(&framed[..], &plain[..]);
+    }
+}
+
 /// The small parser agrees with the codec's own fixed example, so a bug in it cannot hide one
 /// in `encode_msg`.
 #[test]

@@ -290,6 +290,20 @@ pub struct Shard {
     sessions_away: RefCell<AHashMap<Bytes, usize>>,
 }
 
+/// The MSG frame of a message going to more than one subscription, made at its first NATS
+/// delivery ([`codec::MsgFrame`]) and used for the rest.
+#[derive(Clone, Copy)]
+struct Framing<'m, 'p> {
+    parts: &'m MsgParts<'p>,
+    frame: &'m std::cell::OnceCell<Option<codec::MsgFrame<'p>>>,
+}
+
+impl<'m, 'p> Framing<'m, 'p> {
+    fn frame(self) -> Option<&'m codec::MsgFrame<'p>> {
+        self.frame.get_or_init(|| codec::MsgFrame::new(self.parts)).as_ref()
+    }
+}
+
 impl Shard {
     /// A shard with no connections.
     pub fn new(
@@ -954,8 +968,12 @@ impl Shard {
         // where its publishes are routed from, so the origin is always local when it matters.
         let origin_session = origin.and_then(|slot| self.with_conn(slot, |c| c.session));
         if plain {
+            let parts = message.parts();
+            let frame = std::cell::OnceCell::new();
+            let frame =
+                (matched.plain.len() > 1).then_some(Framing { parts: &parts, frame: &frame });
             for id in &matched.plain {
-                self.deliver_one(*id, message, no_echo, origin_session);
+                self.deliver_one(*id, message, no_echo, origin_session, frame);
             }
         }
         for name in queues {
@@ -965,7 +983,7 @@ impl Shard {
                     let turn = self.round_robin.get().wrapping_add(1);
                     self.round_robin.set(turn);
                     let member = members[turn as usize % members.len()];
-                    self.deliver_one(member, message, no_echo, origin_session);
+                    self.deliver_one(member, message, no_echo, origin_session, None);
                 }
                 _ => self.redirect(message, name, hops),
             }
@@ -1024,6 +1042,7 @@ impl Shard {
         message: &Message,
         no_echo: Option<u32>,
         origin_session: Option<u32>,
+        frame: Option<Framing>,
     ) {
         let mut router = self.router.borrow_mut();
         let Some(sub) = router.get_mut(id) else { return };
@@ -1038,7 +1057,7 @@ impl Shard {
             self.deliver_mqtt(session, mqtt, message, origin_session);
             return;
         }
-        self.deliver_nats(id, sub, &message.parts(), no_echo);
+        self.deliver_nats(id, sub, &message.parts(), no_echo, frame);
     }
 
     /// One MSG to NATS subscription `id` (`sub`), unless it is the publisher's own with echo
@@ -1050,6 +1069,7 @@ impl Shard {
         sub: &mut Subscription,
         message: &MsgParts,
         no_echo: Option<u32>,
+        frame: Option<Framing>,
     ) {
         if no_echo == Some(sub.conn) {
             return;
@@ -1068,7 +1088,10 @@ impl Shard {
             ShardStats::add(&self.stats.auth_deliveries_denied, 1);
             return;
         }
-        codec::encode_msg_parts(&mut conn.out, message, &sub.sid, conn.flags.headers);
+        match frame.and_then(Framing::frame) {
+            Some(frame) => frame.encode(&mut conn.out, &sub.sid),
+            None => codec::encode_msg_parts(&mut conn.out, message, &sub.sid, conn.flags.headers),
+        }
         sub.delivered += 1;
         conn.queued_msgs += 1;
         if sub.max.is_some_and(|max| sub.delivered >= max) {
@@ -1123,11 +1146,13 @@ impl Shard {
         ShardStats::add(&self.stats.in_bytes, message.size() as u64);
         self.route_mask.set(self.route_mask.get() | own);
         let no_echo = (!self.with_conn(origin, |c| c.flags.echo)).then_some(origin);
+        let frame = std::cell::OnceCell::new();
+        let frame = (matched.plain.len() > 1).then_some(Framing { parts: message, frame: &frame });
         for id in &matched.plain {
             let mut router = self.router.borrow_mut();
             let Some(sub) = router.get_mut(*id) else { continue };
             let Some(mqtt) = sub.mqtt else {
-                self.deliver_nats(*id, sub, message, no_echo);
+                self.deliver_nats(*id, sub, message, no_echo, frame);
                 continue;
             };
             let (session, deny_filter) = (sub.conn, sub.deny_filter);
@@ -1191,7 +1216,7 @@ impl Shard {
                 .collect()
         };
         for id in own {
-            self.deliver_one(id, &status, None, None);
+            self.deliver_one(id, &status, None, None, None);
         }
         self.unsubscribe_expired();
     }

@@ -31,17 +31,17 @@ pub enum Client {
     Mqtt,
 }
 
-/// A publisher on shard 0 and one subscriber of `subject` (its MQTT form for an MQTT
-/// subscriber) on the last shard.
+/// A publisher on shard 0 and one or more subscribers of `subject` (its MQTT form for an
+/// MQTT subscriber) on the last shard.
 pub struct Path {
     shards: Vec<Shard>,
     publisher: u32,
     /// The MQTT publisher's packet loop state; `None` for a NATS publisher.
     mqtt_state: Option<super::mqtt::ConnState>,
-    subscriber: u32,
+    /// Each subscriber's slot and its writer buffer, swapped with its outbound buffer as the
+    /// writer does.
+    subscribers: Vec<(u32, BytesMut)>,
     read: BytesMut,
-    /// The subscriber's writer buffer, swapped with its outbound buffer as the writer does.
-    spare: BytesMut,
 }
 
 impl Path {
@@ -53,7 +53,19 @@ impl Path {
     /// `from` publishes, `to` subscribes to `subject` (a NATS filter; an MQTT client uses its
     /// MQTT form), on one shard (`shards` 1) or two, through the mesh.
     pub fn new(shards: usize, from: Client, to: Client, subject: &str) -> Path {
+        Path::fan_out(shards, from, to, subject, 1)
+    }
+
+    /// [`Path::new`] with `subscribers` subscribers of `subject`, all on the last shard.
+    pub fn fan_out(
+        shards: usize,
+        from: Client,
+        to: Client,
+        subject: &str,
+        subscribers: usize,
+    ) -> Path {
         assert!((1..=2).contains(&shards));
+        assert!(subscribers >= 1);
         let config = Arc::new(Config::from_toml("").expect("default config"));
         let stats: Vec<Arc<ShardStats>> = (0..shards).map(|_| Arc::default()).collect();
         let addr = "127.0.0.1:4222".parse().expect("address");
@@ -95,25 +107,31 @@ impl Path {
             }
         };
         let (publisher, mqtt_publisher) = open(&shards[0], from, "publisher");
-        let (subscriber, mqtt_subscriber) = open(&shards[last], to, "subscriber");
-        match mqtt_subscriber {
-            None => {
-                let sub = ClientOp::Sub {
-                    subject: Bytes::copy_from_slice(subject.as_bytes()),
-                    queue: Bytes::new(),
-                    sid: Bytes::from_static(b"1"),
-                };
-                assert!(matches!(nats::handle(&shards[last], subscriber, sub), Next::Continue));
-            }
-            Some((session, _)) => {
-                let filter = subject.replace('.', "/").replace('*', "+").replace('>', "#");
-                super::mqtt::path_subscribe(&shards[last], session, &filter)
-            }
-        }
+        let subscribers = (0..subscribers)
+            .map(|i| {
+                let (subscriber, mqtt_subscriber) =
+                    open(&shards[last], to, &format!("subscriber-{i}"));
+                match mqtt_subscriber {
+                    None => {
+                        let sub = ClientOp::Sub {
+                            subject: Bytes::copy_from_slice(subject.as_bytes()),
+                            queue: Bytes::new(),
+                            sid: Bytes::from_static(b"1"),
+                        };
+                        let handled = nats::handle(&shards[last], subscriber, sub);
+                        assert!(matches!(handled, Next::Continue));
+                    }
+                    Some((session, _)) => {
+                        let filter = subject.replace('.', "/").replace('*', "+").replace('>', "#");
+                        super::mqtt::path_subscribe(&shards[last], session, &filter)
+                    }
+                }
+                (subscriber, BytesMut::new())
+            })
+            .collect();
         let mqtt_state = mqtt_publisher.map(|(_, state)| state);
         let read = BytesMut::new();
-        let mut path =
-            Path { shards, publisher, mqtt_state, subscriber, read, spare: BytesMut::new() };
+        let mut path = Path { shards, publisher, mqtt_state, subscribers, read };
         path.carry();
         path.take_output();
         path
@@ -121,7 +139,7 @@ impl Path {
 
     /// Feeds `input` (whole publishes from [`pubs`]) to the publisher in reads of
     /// [`READ_BYTES`], as its reader loop handles them, carrying the mesh after each read.
-    /// Returns the bytes the subscriber was sent.
+    /// Returns the bytes the subscribers were sent.
     pub fn run(&mut self, input: &[u8]) -> usize {
         let mut sent = 0;
         for chunk in input.chunks(READ_BYTES) {
@@ -174,18 +192,20 @@ impl Path {
         }
     }
 
-    /// Takes the subscriber's output as its writer would (`Shard::take_output`, then
-    /// `conn::recycle_written` once the socket took it all); returns its length.
+    /// Takes each subscriber's output as its writer would (`Shard::take_output`, then
+    /// `conn::recycle_written` once the socket took it all); returns their total length.
     fn take_output(&mut self) -> usize {
-        let last = self.shards.len() - 1;
-        let spare = &mut self.spare;
-        let n = self.shards[last].with_conn(self.subscriber, |c| {
-            std::mem::swap(&mut c.out, spare);
-            c.queued_msgs = 0;
-            c.writer_woken = false;
-            spare.len()
-        });
-        super::conn::recycle_written(&mut self.spare);
+        let shard = &self.shards[self.shards.len() - 1];
+        let mut n = 0;
+        for (subscriber, spare) in &mut self.subscribers {
+            n += shard.with_conn(*subscriber, |c| {
+                std::mem::swap(&mut c.out, spare);
+                c.queued_msgs = 0;
+                c.writer_woken = false;
+                spare.len()
+            });
+            super::conn::recycle_written(spare);
+        }
         n
     }
 
@@ -252,6 +272,25 @@ mod tests {
         }
     }
 
+    #[test]
+    fn every_subscriber_of_a_fan_out_gets_every_message() {
+        use Client::{Mqtt, Nats};
+        for (from, to) in [(Nats, Nats), (Mqtt, Mqtt), (Nats, Mqtt)] {
+            for shards in [1, 2] {
+                for payload in [0, 16, 200, 3000] {
+                    let case = format!("{from:?} -> 8 {to:?}, {shards} shards, {payload} B");
+                    let one =
+                        Path::new(shards, from, to, "a.b").run(&pubs(from, "a.b", payload, 1));
+                    let count = 2 * READ_BYTES / (payload + 12) + 7;
+                    let mut path = Path::fan_out(shards, from, to, "a.b", 8);
+                    let sent = path.run(&pubs(from, "a.b", payload, count));
+                    assert_eq!(sent, 8 * count * one, "{case}");
+                    assert_eq!(path.counted(), (count as u64, 8 * count as u64), "{case}");
+                }
+            }
+        }
+    }
+
     /// What full reads deliver fits the subscriber's outbound buffers, so a busy subscriber
     /// keeps them: neither is given back after a write and grown again on the next read
     /// (`limits::OUTBOUND_IDLE_BYTES_MAX`). Full reads of small NATS messages deliver more
@@ -265,8 +304,9 @@ mod tests {
             let mut seen = Vec::new();
             for read in input.chunks(READ_BYTES).take(6) {
                 let sent = path.run(read);
-                let out = path.shards[0].with_conn(path.subscriber, |c| c.out.capacity());
-                seen.push((sent, path.spare.capacity(), out));
+                let (subscriber, spare) = &path.subscribers[0];
+                let out = path.shards[0].with_conn(*subscriber, |c| c.out.capacity());
+                seen.push((sent, spare.capacity(), out));
             }
             let case = format!("{client:?} {payload} B: (sent, writer's, outbound) {seen:?}");
             assert!(seen.iter().all(|&(sent, _, _)| sent > READ_BYTES / 2), "{case}");
