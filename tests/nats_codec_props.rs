@@ -606,8 +606,8 @@ proptest! {
     }
 }
 
-/// Subjects and payloads around `MSG_FRAME_BYTES`: a frame holds all, its control line only,
-/// or (subject and reply too long) nothing.
+/// Messages with payloads on both sides of `MSG_FRAME_PAYLOAD_MAX`, long subjects and replies,
+/// and now and then a header block.
 fn framed_message() -> impl Strategy<Value = Message> {
     let subject = "[a-z]{1,90}(\\.[a-z]{1,40}){0,2}".prop_map(Bytes::from);
     let reply = prop::option::of("[A-Z_]{1,80}".prop_map(Bytes::from));
@@ -623,31 +623,33 @@ fn framed_message() -> impl Strategy<Value = Message> {
 }
 
 proptest! {
-    /// A `MsgFrame` writes, for every sid, exactly what `encode_msg_parts` writes; there is
-    /// one for every message without a header block whose control line fits.
+    /// One `MsgFrame` composing message after message writes, for every sid, exactly what
+    /// `encode_msg_parts` writes; it declines a message with a header block and keeps the
+    /// composition it held.
     #[test]
     fn a_msg_frame_encodes_as_encode_msg_parts(
-        message in framed_message(),
+        messages in prop::collection::vec(framed_message(), 1..5),
         sids in prop::collection::vec(sid(), 1..4),
         with_headers in any::<bool>(),
     ) {
-        let parts = message.parts();
-        let frame = codec::MsgFrame::new(&parts);
-        let line = message.subject.len() + message.reply.len() + 24;
-        if !message.headers.is_empty() {
-            prop_assert!(frame.is_none(), "a frame for a message with headers");
-            return Ok(());
+        let mut frame = codec::MsgFrame::default();
+        for message in &messages {
+            let parts = message.parts();
+            let before = frame.id();
+            let Some(id) = frame.compose(&parts) else {
+                prop_assert!(!message.headers.is_empty(), "declined a message without headers");
+                prop_assert_eq!(frame.id(), before);
+                continue;
+            };
+            prop_assert!(message.headers.is_empty(), "composed a message with headers");
+            prop_assert!(id > before && id == frame.id());
+            let (mut framed, mut plain) = (BytesMut::new(), BytesMut::new());
+            for sid in &sids {
+                frame.encode(&mut framed, sid, &message.payload);
+                codec::encode_msg_parts(&mut plain, &parts, sid, with_headers);
+            }
+            prop_assert_eq!(&framed[..], &plain[..]);
         }
-        if line <= codec::MSG_FRAME_BYTES - 100 {
-            prop_assert!(frame.is_some(), "no frame for a {line}-byte control line");
-        }
-        let Some(frame) = frame else { return Ok(()) };
-        let (mut framed, mut plain) = (BytesMut::new(), BytesMut::new());
-        for sid in &sids {
-            frame.encode(&mut framed, sid);
-            codec::encode_msg_parts(&mut plain, &parts, sid, with_headers);
-        }
-        prop_assert_eq!(&framed[..], &plain[..]);
     }
 }
 

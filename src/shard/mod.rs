@@ -278,6 +278,8 @@ pub struct Shard {
     /// last changed (`Shard::release_when_quiet`).
     traffic_seen: Cell<u64>,
     quiet_sweeps: Cell<u32>,
+    /// Where NATS fan-outs compose their MSG (`Shard::encode_framed`).
+    msg_frame: RefCell<codec::MsgFrame>,
     /// Messages in and out on every shard during the last sweep and the one before.
     swept_traffic: Cell<[u64; 2]>,
     /// When this shard last handed freed memory back to the kernel.
@@ -290,18 +292,13 @@ pub struct Shard {
     sessions_away: RefCell<AHashMap<Bytes, usize>>,
 }
 
-/// The MSG frame of a message going to more than one subscription, made at its first NATS
-/// delivery ([`codec::MsgFrame`]) and used for the rest.
+/// A message going to more than one subscription here: composed into the shard's
+/// [`codec::MsgFrame`] at its first NATS delivery, and written from it for the rest.
 #[derive(Clone, Copy)]
 struct Framing<'m, 'p> {
     parts: &'m MsgParts<'p>,
-    frame: &'m std::cell::OnceCell<Option<codec::MsgFrame<'p>>>,
-}
-
-impl<'m, 'p> Framing<'m, 'p> {
-    fn frame(self) -> Option<&'m codec::MsgFrame<'p>> {
-        self.frame.get_or_init(|| codec::MsgFrame::new(self.parts)).as_ref()
-    }
+    /// 0: not composed yet; `u64::MAX`: it cannot be; else the composition's id.
+    composed: &'m Cell<u64>,
 }
 
 impl Shard {
@@ -352,6 +349,7 @@ impl Shard {
             traffic_seen: Cell::new(0),
             // Quiet since start: nothing to release until traffic comes.
             quiet_sweeps: Cell::new(u32::MAX),
+            msg_frame: RefCell::default(),
             swept_traffic: Cell::new([0; 2]),
             released_at: Cell::new(None),
             mqtt_moved_in: RefCell::new(Vec::new()),
@@ -969,9 +967,9 @@ impl Shard {
         let origin_session = origin.and_then(|slot| self.with_conn(slot, |c| c.session));
         if plain {
             let parts = message.parts();
-            let frame = std::cell::OnceCell::new();
+            let composed = Cell::new(0);
             let frame =
-                (matched.plain.len() > 1).then_some(Framing { parts: &parts, frame: &frame });
+                (matched.plain.len() > 1).then_some(Framing { parts: &parts, composed: &composed });
             for id in &matched.plain {
                 self.deliver_one(*id, message, no_echo, origin_session, frame);
             }
@@ -1088,9 +1086,8 @@ impl Shard {
             ShardStats::add(&self.stats.auth_deliveries_denied, 1);
             return;
         }
-        match frame.and_then(Framing::frame) {
-            Some(frame) => frame.encode(&mut conn.out, &sub.sid),
-            None => codec::encode_msg_parts(&mut conn.out, message, &sub.sid, conn.flags.headers),
+        if !frame.is_some_and(|frame| self.encode_framed(frame, &mut conn.out, &sub.sid)) {
+            codec::encode_msg_parts(&mut conn.out, message, &sub.sid, conn.flags.headers);
         }
         sub.delivered += 1;
         conn.queued_msgs += 1;
@@ -1100,6 +1097,26 @@ impl Shard {
         ShardStats::add(&self.stats.out_msgs, 1);
         ShardStats::add(&self.stats.out_bytes, message.size() as u64);
         self.after_append(conn);
+    }
+
+    /// Appends the MSG of `frame`'s message for `sid` from the shard's composition of it,
+    /// composing it first if this is its first delivery. False, having written nothing, if it
+    /// cannot be composed or a delivery in between (a nested routing) composed another.
+    fn encode_framed(&self, frame: Framing, out: &mut BytesMut, sid: &[u8]) -> bool {
+        let mut composition = self.msg_frame.borrow_mut();
+        let id = match frame.composed.get() {
+            0 => {
+                let id = composition.compose(frame.parts).unwrap_or(u64::MAX);
+                frame.composed.set(id);
+                id
+            }
+            id => id,
+        };
+        if id != composition.id() {
+            return false;
+        }
+        composition.encode(out, sid, frame.parts.payload);
+        true
     }
 
     /// Routes a publish of connection `origin` whose every subscriber is on this shard and
@@ -1146,8 +1163,9 @@ impl Shard {
         ShardStats::add(&self.stats.in_bytes, message.size() as u64);
         self.route_mask.set(self.route_mask.get() | own);
         let no_echo = (!self.with_conn(origin, |c| c.flags.echo)).then_some(origin);
-        let frame = std::cell::OnceCell::new();
-        let frame = (matched.plain.len() > 1).then_some(Framing { parts: message, frame: &frame });
+        let composed = Cell::new(0);
+        let frame =
+            (matched.plain.len() > 1).then_some(Framing { parts: message, composed: &composed });
         for id in &matched.plain {
             let mut router = self.router.borrow_mut();
             let Some(sub) = router.get_mut(*id) else { continue };

@@ -406,77 +406,72 @@ pub fn encode_msg_parts(out: &mut BytesMut, message: &MsgParts, sid: &[u8], with
     out.put_slice(b"\r\n");
 }
 
-/// Bytes a [`MsgFrame`] holds on the stack: the control line without the sid, and the payload
-/// too when it fits.
-pub const MSG_FRAME_BYTES: usize = 192;
+/// Payloads up to this size are copied into a [`MsgFrame`] with the control line, so a
+/// delivery of a small message is three copies; larger ones are copied from the message.
+pub const MSG_FRAME_PAYLOAD_MAX: usize = 128;
 
 /// A MSG (no header block) composed once for many subscribers: everything but the sid, so
-/// each delivery is three copies (`MSG <subject> `, the sid, the rest) instead of nine and a
-/// number formatted again (`encode_msg_parts`). In NATS 1->8 at 16 B the encode was 200 of the
-/// 435 instructions of a delivery (callgrind, `benches/publish_path.rs` `fan8`). Lives on the
-/// stack for one routing of one message: no allocation.
-pub struct MsgFrame<'a> {
-    bytes: [u8; MSG_FRAME_BYTES],
-    /// `bytes[..head]` is `MSG <subject> `, `bytes[head..len]` what follows the sid: ` [reply
-    /// ]<size>\r\n`, then the payload and `\r\n` if they fit (`payload` is then empty).
+/// each delivery is three copies (`MSG <subject> `, the sid, the rest) instead of nine writes
+/// and a number formatted again (`encode_msg_parts`). In NATS 1->8 at 16 B the encode was 200
+/// of the 435 instructions of a delivery (callgrind, `benches/publish_path.rs` `fan8`). Each
+/// shard keeps one and composes every fan-out's message into it, so its buffer is reused: no
+/// allocation once it has grown to the longest control line.
+#[derive(Debug, Default)]
+pub struct MsgFrame {
+    /// `bytes[..head]` is `MSG <subject> `, `bytes[head..]` what follows the sid: ` [reply
+    /// ]<size>\r\n`, then the payload and `\r\n` if `folded`.
+    bytes: Vec<u8>,
     head: usize,
-    len: usize,
-    /// The payload when it did not fit (never empty then); written after `bytes[head..len]`,
-    /// then `\r\n`.
-    payload: &'a [u8],
+    folded: bool,
+    /// Which composition it holds: 1, 2, ... (0: none yet).
+    id: u64,
 }
 
-impl<'a> MsgFrame<'a> {
-    /// The frame of `message`, or `None` if it has a header block (HMSG or MSG depends on
-    /// each subscriber's `headers` flag) or its subject and reply do not fit.
-    pub fn new(message: &MsgParts<'a>) -> Option<MsgFrame<'a>> {
+impl MsgFrame {
+    /// Composes `message` and returns the composition's id, or `None` (and keeps what it
+    /// held) if it has a header block: HMSG or MSG then depends on each subscriber's `headers`.
+    pub fn compose(&mut self, message: &MsgParts) -> Option<u64> {
         if !message.headers.is_empty() {
             return None;
         }
-        let mut size = itoa::Buffer::new();
-        let size = size.format(message.payload.len()).as_bytes();
-        let line = 4 + message.subject.len() + 1 + message.reply.len() + 1 + size.len() + 2;
-        // Room for the payload's `\r\n` too, so that an empty payload always fits.
-        if line + 2 > MSG_FRAME_BYTES {
-            return None;
-        }
-        let mut frame =
-            MsgFrame { bytes: [0; MSG_FRAME_BYTES], head: 0, len: 0, payload: message.payload };
-        frame.push(b"MSG ");
-        frame.push(message.subject);
-        frame.push(b" ");
-        frame.head = frame.len;
+        self.id += 1;
+        let bytes = &mut self.bytes;
+        bytes.clear();
+        bytes.extend_from_slice(b"MSG ");
+        bytes.extend_from_slice(message.subject);
+        bytes.push(b' ');
+        self.head = bytes.len();
         if !message.reply.is_empty() {
-            frame.push(b" ");
-            frame.push(message.reply);
+            bytes.push(b' ');
+            bytes.extend_from_slice(message.reply);
         }
-        frame.push(b" ");
-        frame.push(size);
-        frame.push(b"\r\n");
-        if frame.len + message.payload.len() + 2 <= MSG_FRAME_BYTES {
-            frame.push(message.payload);
-            frame.push(b"\r\n");
-            frame.payload = &[];
+        bytes.push(b' ');
+        bytes.extend_from_slice(itoa::Buffer::new().format(message.payload.len()).as_bytes());
+        bytes.extend_from_slice(b"\r\n");
+        self.folded = message.payload.len() <= MSG_FRAME_PAYLOAD_MAX;
+        if self.folded {
+            bytes.extend_from_slice(message.payload);
+            bytes.extend_from_slice(b"\r\n");
         }
-        Some(frame)
+        Some(self.id)
     }
 
-    fn push(&mut self, part: &[u8]) {
-        self.bytes[self.len..self.len + part.len()].copy_from_slice(part);
-        self.len += part.len();
+    /// The id of the composition it holds.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
-    /// Appends the MSG for subscription `sid`: what `encode_msg_parts` writes for a message
-    /// without headers.
+    /// Appends the MSG of the composed message, whose payload is `payload`, for subscription
+    /// `sid`: what `encode_msg_parts` writes for it.
     #[inline]
-    pub fn encode(&self, out: &mut BytesMut, sid: &[u8]) {
-        let tail = &self.bytes[self.head..self.len];
-        out.reserve(self.len + sid.len() + self.payload.len() + 2);
+    pub fn encode(&self, out: &mut BytesMut, sid: &[u8], payload: &[u8]) {
+        let rest = if self.folded { 0 } else { payload.len() + 2 };
+        out.reserve(self.bytes.len() + sid.len() + rest);
         out.extend_from_slice(&self.bytes[..self.head]);
         out.extend_from_slice(sid);
-        out.extend_from_slice(tail);
-        if !self.payload.is_empty() {
-            out.extend_from_slice(self.payload);
+        out.extend_from_slice(&self.bytes[self.head..]);
+        if !self.folded {
+            out.extend_from_slice(payload);
             out.extend_from_slice(b"\r\n");
         }
     }
