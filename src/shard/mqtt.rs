@@ -2062,11 +2062,21 @@ impl Shard {
             return;
         }
         self.dozed_since_release.set(0);
+        self.release_memory_now("connections dozed", 0, 0);
+    }
+
+    /// Hands this thread's freed memory back to the kernel and counts it.
+    fn release_memory_now(&self, why: &str, before: u64, swept: u64) {
         let started = Instant::now();
         if crate::serve::release_memory() {
             self.released_at.set(Some(started));
             ShardStats::add(&self.stats.memory_releases, 1);
-            tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, "memory released");
+            tracing::debug!(
+                elapsed_us = started.elapsed().as_micros() as u64,
+                before,
+                swept,
+                "memory released, {why}"
+            );
         }
     }
 
@@ -2126,17 +2136,7 @@ impl Shard {
             return;
         };
         self.quiet_sweeps.set(quiet);
-        let started = Instant::now();
-        if crate::serve::release_memory() {
-            self.released_at.set(Some(started));
-            ShardStats::add(&self.stats.memory_releases, 1);
-            tracing::debug!(
-                elapsed_us = started.elapsed().as_micros() as u64,
-                before,
-                swept,
-                "memory released, {why}"
-            );
-        }
+        self.release_memory_now(why, before, swept);
     }
 
     /// Asks MQTT connections with no traffic for `mqtt.dormant_after_ms` to go dormant.

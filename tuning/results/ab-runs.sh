@@ -10,14 +10,10 @@ set -u
 isthmus=$1 shards=$2 runs=$3 sub=$4
 shift 4
 loadtest=${LOADTEST:-$(dirname "$isthmus")/isthmus-loadtest}
-dir=$(mktemp -d)
-printf '%b[mqtt]\nmax_queued_messages = 1000000\nmax_inflight = 64\n' "${CONFIG:-}" >"$dir/config.toml"
-"$isthmus" serve --nats-listen 127.0.0.1:0 --mqtt-listen 127.0.0.1:0 --shards "$shards" \
-  --config "$dir/config.toml" --log warn >"$dir/broker.out" 2>&1 &
-pid=$!
-for _ in $(seq 50); do grep -q "^ready" "$dir/broker.out" && break; sleep 0.1; done
-nats=$(sed -n 's/.*nats=\([^ ]*\).*/\1/p' "$dir/broker.out")
-mqtt=$(sed -n 's/.*mqtt=\([^ ]*\).*/\1/p' "$dir/broker.out")
+ISTHMUS=$isthmus LOADTEST=$loadtest
+# shellcheck source=tuning/results/brokers.sh
+. "$(dirname "$0")/brokers.sh"
+start_isthmus broker "$shards" "${CONFIG:-}"
 case $sub in
   mqtt-to-nats | nats-to-mqtt) addr=(--nats-addr "$nats" --mqtt-addr "$mqtt") ;;
   nats-*) addr=(--addr "$nats") ;;
