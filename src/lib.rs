@@ -1,5 +1,5 @@
 //! Isthmus: a thread-per-core message broker on io_uring that speaks the core NATS client
-//! protocol (MQTT comes next, on the same subject space).
+//! protocol, MQTT 3.1.1 and MQTT 5.0 on one subject space.
 //!
 //! Reading order, following the data:
 //! - [`limits`], [`config`]: every bound and every setting.
@@ -13,6 +13,12 @@
 //! - [`stats`]: lock-free per-shard counters.
 //! - [`tls`]: rustls configurations of the TLS listeners and client certificate identities.
 //! - [`doctor`]: the host settings `isthmus doctor` checks against tuning/README.md.
+
+/// The git commit this binary was built from (`build.rs`), `unknown` outside a checkout.
+pub const COMMIT: &str = env!("ISTHMUS_COMMIT");
+
+/// What `isthmus --version` prints after the name, and `/varz` reports: `0.1.0 (4dfc874)`.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("ISTHMUS_COMMIT"), ")");
 
 pub mod auth;
 pub mod config;

@@ -9,7 +9,11 @@ use std::path::PathBuf;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "isthmus", version, about = "A thread-per-core NATS and MQTT broker on io_uring")]
+#[command(
+    name = "isthmus",
+    version = isthmus::VERSION,
+    about = "A thread-per-core NATS and MQTT broker on io_uring"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

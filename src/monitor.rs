@@ -115,6 +115,7 @@ fn varz(source: &Source) -> String {
         "server_id": identity.server_id,
         "server_name": identity.name,
         "version": env!("CARGO_PKG_VERSION"),
+        "git_commit": crate::COMMIT,
         "nats_listen": identity.nats_addr.to_string(),
         "mqtt_listen": identity.mqtt_addr.to_string(),
         "start_unix": source.started_unix,

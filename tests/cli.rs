@@ -19,6 +19,25 @@ fn spawn_ready(command: &mut Command) -> (std::process::Child, String) {
 }
 
 #[test]
+fn version_names_the_commit_the_binary_was_built_from() {
+    let output = isthmus().arg("--version").output().unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    // Built in a git checkout (CI clones one): the commit is that checkout's HEAD.
+    let head = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let expected = format!("isthmus {} ({head})", env!("CARGO_PKG_VERSION"));
+    assert_eq!(text.trim(), expected);
+    assert_eq!(isthmus_loadtest::compare::version_commit(&text), Some(head.as_str()));
+}
+
+#[test]
 fn config_default_prints_a_file_that_parses_to_the_defaults() {
     let output = isthmus().args(["config", "--default"]).output().unwrap();
     assert!(output.status.success());

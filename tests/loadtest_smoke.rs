@@ -113,6 +113,7 @@ fn connection_scenarios_hold_every_connection() {
 #[test]
 fn compare_runs_every_scenario_against_isthmus() {
     let chart = std::env::temp_dir().join(format!("loadtest-smoke-{}.svg", std::process::id()));
+    let md = chart.with_extension("md");
     let options = isthmus_loadtest::compare::Options {
         rounds: 1,
         isthmus: env!("CARGO_BIN_EXE_isthmus").into(),
@@ -121,10 +122,16 @@ fn compare_runs_every_scenario_against_isthmus() {
         shards: 2,
         scale: 0.01,
         only: None,
-        out: None,
+        out: Some(md.clone()),
         chart: Some(chart.clone()),
     };
     isthmus_loadtest::compare::run(&options).unwrap();
+    // The report names the broker binary's build, not the checkout it was started from.
+    let report = std::fs::read_to_string(&md).unwrap();
+    let _ = std::fs::remove_file(&md);
+    let commit = format!("- commit: {} (of the Isthmus binary", isthmus::COMMIT);
+    assert!(report.contains(&commit), "{report}");
+    assert!(report.contains(&format!("- brokers: isthmus {}\n", isthmus::VERSION)), "{report}");
     let svg = std::fs::read_to_string(&chart).unwrap();
     let _ = std::fs::remove_file(&chart);
     assert!(svg.starts_with("<svg") && svg.contains("Latency") && svg.contains("idle"));

@@ -72,6 +72,7 @@ async fn varz_and_metrics_show_traffic_drops_and_connections() {
         };
         assert_eq!(varz["server_id"], subscriber.server_info().server_id.as_str());
         assert_eq!(varz["shard_count"], 2);
+        assert_eq!(varz["git_commit"], isthmus::COMMIT, "the build's commit: {body}");
         assert_eq!(varz["shards"].as_array().map(Vec::len), Some(2));
         assert!(varz["in_msgs"].as_u64().unwrap() >= before + 100, "{body}");
         assert!(varz["out_msgs"].as_u64().unwrap() >= 100);

@@ -623,7 +623,21 @@ fn report(
     let _ = writeln!(out, "# isthmus-loadtest compare");
     let _ = writeln!(out);
     let _ = writeln!(out, "- command: `{}`", command.join(" "));
-    let _ = writeln!(out, "- commit: {}", git_commit());
+    let isthmus = binary_version(&options.isthmus, "--version");
+    let _ = writeln!(
+        out,
+        "- commit: {} (of the Isthmus binary, from its `--version`; loadtest built at {})",
+        version_commit(&isthmus).unwrap_or("unknown"),
+        env!("ISTHMUS_COMMIT")
+    );
+    let mut versions = vec![isthmus];
+    if brokers.contains(&Broker::NatsServer) {
+        versions.push(binary_version(&options.nats_server, "--version"));
+    }
+    if brokers.contains(&Broker::Mosquitto) {
+        versions.push(binary_version(&options.mosquitto, "-h"));
+    }
+    let _ = writeln!(out, "- brokers: {}", versions.join("; "));
     let _ = writeln!(out, "- host: {}, kernel {}", cpu(), kernel());
     let _ = writeln!(
         out,
@@ -736,14 +750,25 @@ fn describe(outcome: &Outcome) -> String {
     parts.join(", ")
 }
 
-fn git_commit() -> String {
-    Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
+/// The first line `binary flag` prints (nats-server and isthmus: `--version`; mosquitto
+/// has none and prints its version atop `-h`, which exits non-zero), or `binary (version
+/// unknown)`.
+pub fn binary_version(binary: &Path, flag: &str) -> String {
+    Command::new(binary)
+        .arg(flag)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
         .output()
         .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into())
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).lines().next().map(str::to_string))
+        .filter(|line| !line.trim().is_empty())
+        .unwrap_or_else(|| format!("{} (version unknown)", binary.display()))
+}
+
+/// The commit in an `isthmus --version` line: `isthmus 0.1.0 (4dfc874)` gives `4dfc874`.
+pub fn version_commit(version: &str) -> Option<&str> {
+    let (_, rest) = version.trim_end().rsplit_once('(')?;
+    rest.strip_suffix(')').filter(|c| !c.is_empty())
 }
 
 fn cpu() -> String {
