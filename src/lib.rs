@@ -17,7 +17,8 @@
 /// The git commit this binary was built from (`build.rs`), `unknown` outside a checkout.
 pub const COMMIT: &str = env!("ISTHMUS_COMMIT");
 
-/// What `isthmus --version` prints after the name, and `/varz` reports: `0.1.0 (4dfc874)`.
+/// What `isthmus --version` prints after the name: `0.1.0 (4dfc874)` (`/varz` has the two
+/// parts as `version` and `git_commit`).
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("ISTHMUS_COMMIT"), ")");
 
 pub mod auth;

@@ -765,10 +765,12 @@ pub fn binary_version(binary: &Path, flag: &str) -> String {
         .unwrap_or_else(|| format!("{} (version unknown)", binary.display()))
 }
 
-/// The commit in an `isthmus --version` line: `isthmus 0.1.0 (4dfc874)` gives `4dfc874`.
+/// The commit in an `isthmus --version` line: `isthmus 0.1.0 (4dfc874)` gives `4dfc874`;
+/// `None` for a line without one (`binary_version`'s `... (version unknown)` included).
 pub fn version_commit(version: &str) -> Option<&str> {
     let (_, rest) = version.trim_end().rsplit_once('(')?;
-    rest.strip_suffix(')').filter(|c| !c.is_empty())
+    rest.strip_suffix(')')
+        .filter(|c| !c.is_empty() && c.chars().all(|ch| ch.is_ascii_alphanumeric()))
 }
 
 fn cpu() -> String {
@@ -787,4 +789,19 @@ fn kernel() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_commit_is_read_from_a_version_line_and_only_from_one() {
+        assert_eq!(version_commit("isthmus 0.1.0 (4dfc874)\n"), Some("4dfc874"));
+        assert_eq!(version_commit("isthmus 0.1.0 (unknown)"), Some("unknown"));
+        assert_eq!(version_commit("nats-server: v2.9.10"), None);
+        let missing = binary_version(Path::new("/nonexistent/isthmus"), "--version");
+        assert_eq!(missing, "/nonexistent/isthmus (version unknown)");
+        assert_eq!(version_commit(&missing), None);
+    }
 }
