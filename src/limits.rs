@@ -11,9 +11,6 @@ pub const SHARDS_MAX: usize = 64;
 /// Costs: the resident read buffer of a busy connection.
 pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 
-/// Fewest spare bytes a read is issued with; below this the buffer grows first.
-pub const READ_SPARE_BYTES_MIN: usize = 4 * 1024;
-
 /// Smallest read window of a connection. Windows start here and double while reads fill them
 /// (up to [`READ_CHUNK_BYTES`]), then halve after reads that use under a quarter, and an empty
 /// buffer much larger than the window is given back, so an idle connection does not hold a
@@ -119,7 +116,6 @@ pub const TRAFFIC_DROP_FACTOR: u64 = 16;
 pub const TRAFFIC_DROP_RELEASE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 const _: () = assert!(SHARDS_MAX <= 64, "target shards are kept in a u64 mask");
-const _: () = assert!(READ_SPARE_BYTES_MIN < READ_CHUNK_BYTES);
 const _: () = assert!(READ_WINDOW_MIN <= READ_CHUNK_BYTES);
 const _: () = assert!(MESH_BATCH_POOL_MAX >= MESH_CHANNEL_BATCHES);
 const _: () = assert!(MESH_RETURNS_HELD_MAX < MESH_BATCH_POOL_MAX);

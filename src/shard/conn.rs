@@ -12,7 +12,7 @@ use super::stream::{self, adopt_fd, HandshakeError, Stream};
 use super::Shard;
 use crate::limits::{
     MOVE_COOLDOWN, MOVE_STREAK, MOVE_STREAK_BURSTS_MIN, NATS_TLS_HANDSHAKE_MS_MAX,
-    OUTBOUND_IDLE_BYTES_MAX, READ_CHUNK_BYTES, READ_SPARE_BYTES_MIN, READ_WINDOW_MIN,
+    OUTBOUND_IDLE_BYTES_MAX, READ_CHUNK_BYTES, READ_WINDOW_MIN,
 };
 use crate::protocol::nats::codec;
 use bytes::BytesMut;
@@ -368,8 +368,24 @@ impl ReadWindow {
     }
 }
 
-/// Reads once into the spare room of `buf`, at most `window` bytes, growing the buffer by
-/// `window` when less than half a window (at most [`READ_SPARE_BYTES_MIN`]) is spare. Returns
+/// Makes room in `buf` for a read of `window` bytes: when less than half a window is spare,
+/// `reserve(window)`, which moves a partial packet to the front of the allocation it already
+/// has when that holds a window (a copy of under a packet), and otherwise allocates.
+///
+/// Half a window, not a fixed few KiB: a packet decoded from a read buffer that other tasks
+/// still held (`split_to().freeze()`) can leave the connection on a new allocation of a few
+/// KiB, which the codec's `reserve` for the next partial packet then reclaims in place read
+/// after read. With a 4 KiB floor such a buffer never grew again: a 256 B MQTT stream stayed
+/// at 4140-byte reads (15 packets, 130,690 reads per 2M messages against 14,500) and took
+/// 2.5x the shard CPU per message until the connection closed
+/// (tuning/results/2026-12-04-read-room.md).
+pub(super) fn make_room(buf: &mut BytesMut, window: usize) {
+    if buf.capacity() - buf.len() < window / 2 {
+        buf.reserve(window);
+    }
+}
+
+/// Reads once into the spare room of `buf` ([`make_room`]), at most `window` bytes. Returns
 /// (bytes read, room offered), or `None` on end of stream, a read error, or when the
 /// connection is closing.
 pub(super) async fn read_some(
@@ -379,9 +395,7 @@ pub(super) async fn read_some(
     buf: &mut BytesMut,
     window: usize,
 ) -> Option<(usize, usize)> {
-    if buf.capacity() - buf.len() < READ_SPARE_BYTES_MIN.min(window / 2) {
-        buf.reserve(window);
-    }
+    make_room(buf, window);
     let start = buf.len();
     let end = buf.capacity().min(start + window);
     buf.resize(end, 0);
@@ -487,6 +501,41 @@ mod tests {
 
     fn streak() -> Streak {
         Streak { rate_max: RATE_MAX, ..Streak::default() }
+    }
+
+    /// The cycle a 256 B MQTT stream fell into: a small allocation (what a shared read
+    /// buffer's `reserve` leaves), 4140-byte reads of 15 packets, a 52-byte partial packet
+    /// that the codec's `reserve` moves back to the front. A read must get half a window.
+    #[test]
+    fn a_small_reclaimed_read_buffer_grows_back_to_half_a_window() {
+        let (packet, window) = (276, READ_CHUNK_BYTES);
+        let mut buf = BytesMut::with_capacity(4192);
+        for round in 0..3 {
+            make_room(&mut buf, window);
+            let spare = buf.capacity() - buf.len();
+            assert!(spare >= window / 2, "round {round}: {spare} bytes of room");
+            // A read fills the room offered (at most a window); whole packets are consumed.
+            let room = spare.min(window);
+            buf.resize(buf.len() + room, 0);
+            let whole = buf.len() / packet * packet;
+            bytes::Buf::advance(&mut buf, whole);
+            // The codec asks for the rest of the partial packet.
+            buf.reserve(packet - buf.len());
+        }
+        assert!(buf.capacity() >= window / 2);
+    }
+
+    #[test]
+    fn a_read_buffer_with_room_keeps_its_allocation() {
+        let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+        buf.resize(100, 7);
+        let before = buf.as_ptr();
+        make_room(&mut buf, READ_CHUNK_BYTES);
+        assert_eq!(buf.as_ptr(), before, "more than half a window spare: no copy, no allocation");
+        // An idle connection's small window asks for little.
+        let mut idle = BytesMut::new();
+        make_room(&mut idle, READ_WINDOW_MIN);
+        assert!(idle.capacity() >= READ_WINDOW_MIN && idle.capacity() < 4 * READ_WINDOW_MIN);
     }
 
     fn bursts(streak: &mut Streak, mask: u64, n: u32) -> Option<usize> {
