@@ -2499,6 +2499,22 @@ fn write_publish(
             TopicForm::None | TopicForm::Unknown => return Err(Skip::NoTopic),
         }
     };
+    let header = codec::PublishHeader {
+        dup,
+        qos: QoS::from_bits(qos).unwrap_or(QoS::AtMostOnce),
+        retain,
+        packet_id,
+    };
+    if s.version == Version::V3_1_1 {
+        // No properties, aliases or subscription identifiers to carry.
+        let before = out.len();
+        codec::encode_publish_v3(out, header, topic, message.payload);
+        if out.len() - before > s.max_packet as usize {
+            out.truncate(before);
+            return Err(Skip::TooLarge);
+        }
+        return Ok(());
+    }
     let mut properties = PublishProperties {
         subscription_identifiers: std::mem::take(identifiers),
         user_properties: std::mem::take(user_properties),
@@ -2551,12 +2567,6 @@ fn write_publish(
             properties.topic_alias = alias.map(|(a, _)| a);
         }
     }
-    let header = codec::PublishHeader {
-        dup,
-        qos: QoS::from_bits(qos).unwrap_or(QoS::AtMostOnce),
-        retain,
-        packet_id,
-    };
     let sent_topic: &[u8] = if matches!(alias, Some((_, true))) { b"" } else { topic };
     let before = out.len();
     codec::encode_publish(out, s.version, header, sent_topic, &properties, message.payload);

@@ -416,6 +416,27 @@ pub fn encode_publish(
     write_publish(out, v5, topic, qos, packet_id, properties, payload);
 }
 
+/// [`encode_publish`] for a 3.1.1 session, which has no properties: the fixed header, the
+/// topic, the packet id above QoS 0 and the payload, with no property set to build or count
+/// (the broker's per-delivery path to 3.1.1 subscribers).
+pub fn encode_publish_v3(out: &mut BytesMut, header: PublishHeader, topic: &[u8], payload: &[u8]) {
+    let PublishHeader { dup, qos, retain, packet_id } = header;
+    let id_bytes = if qos == QoS::AtMostOnce { 0 } else { 2 };
+    let remaining = 2 + topic.len() + id_bytes + payload.len();
+    assert!(remaining <= REMAINING_LENGTH_MAX as usize, "packet body of {remaining} bytes");
+    out.reserve(FIXED_HEADER_BYTES_MAX + remaining);
+    out.put_u8(3 << 4 | u8::from(dup) << 3 | (qos as u8) << 1 | u8::from(retain));
+    put_varint(out, remaining as u32);
+    write_publish(out, false, topic, qos, packet_id, &NoProperties, payload);
+}
+
+/// The property set of a 3.1.1 packet: nothing to write.
+struct NoProperties;
+
+impl WriteProperties for NoProperties {
+    fn write<S: Sink>(&self, _: &mut S) {}
+}
+
 // ---------------------------------------------------------------------------------------------
 // Fixed header
 
