@@ -372,12 +372,11 @@ impl ReadWindow {
 /// `reserve(window)`, which moves a partial packet to the front of the allocation it already
 /// has when that holds a window (a copy of under a packet), and otherwise allocates.
 ///
-/// Half a window, not a fixed few KiB: a packet decoded from a read buffer that other tasks
-/// still held (`split_to().freeze()`) can leave the connection on a new allocation of a few
-/// KiB, which the codec's `reserve` for the next partial packet then reclaims in place read
-/// after read. With a 4 KiB floor such a buffer never grew again: a 256 B MQTT stream stayed
-/// at 4140-byte reads (15 packets, 130,690 reads per 2M messages against 14,500) and took
-/// 2.5x the shard CPU per message until the connection closed
+/// Half a window, not a fixed few KiB: a buffer first sized while the window was small (a
+/// little over 4 KiB) has its partial packet moved back to its front by the codec's `reserve`
+/// read after read, so its spare room never fell below a 4 KiB floor and it never grew again:
+/// a 256 B MQTT stream stayed at 4140-byte reads (15 packets, 130,690 reads per 2M messages
+/// against 14,500) and took 2.5x the shard CPU per message until the connection closed
 /// (tuning/results/2026-12-04-read-room.md).
 pub(super) fn make_room(buf: &mut BytesMut, window: usize) {
     if buf.capacity() - buf.len() < window / 2 {
@@ -503,9 +502,9 @@ mod tests {
         Streak { rate_max: RATE_MAX, ..Streak::default() }
     }
 
-    /// The cycle a 256 B MQTT stream fell into: a small allocation (what a shared read
-    /// buffer's `reserve` leaves), 4140-byte reads of 15 packets, a 52-byte partial packet
-    /// that the codec's `reserve` moves back to the front. A read must get half a window.
+    /// The cycle a 256 B MQTT stream fell into: an allocation a little over 4 KiB (sized while
+    /// the window was small), 4140-byte reads of 15 packets, a 52-byte partial packet that the
+    /// codec's `reserve` moves back to the front. A read must get half a window.
     #[test]
     fn a_small_reclaimed_read_buffer_grows_back_to_half_a_window() {
         let (packet, window) = (276, READ_CHUNK_BYTES);

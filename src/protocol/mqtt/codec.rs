@@ -405,29 +405,31 @@ pub fn encode_publish(
     payload: &[u8],
 ) {
     let v5 = version == Version::V5_0;
-    let PublishHeader { dup, qos, retain, packet_id } = header;
     let mut counter = Counter(0);
-    write_publish(&mut counter, v5, topic, qos, packet_id, properties, &[]);
-    let remaining = counter.0 + payload.len();
-    assert!(remaining <= REMAINING_LENGTH_MAX as usize, "packet body of {remaining} bytes");
-    out.reserve(FIXED_HEADER_BYTES_MAX + remaining);
-    out.put_u8(3 << 4 | u8::from(dup) << 3 | (qos as u8) << 1 | u8::from(retain));
-    put_varint(out, remaining as u32);
-    write_publish(out, v5, topic, qos, packet_id, properties, payload);
+    write_publish(&mut counter, v5, topic, header.qos, header.packet_id, properties, &[]);
+    put_publish_header(out, header, counter.0 + payload.len());
+    write_publish(out, v5, topic, header.qos, header.packet_id, properties, payload);
 }
 
 /// [`encode_publish`] for a 3.1.1 session, which has no properties: the fixed header, the
 /// topic, the packet id above QoS 0 and the payload, with no property set to build or count
 /// (the broker's per-delivery path to 3.1.1 subscribers).
 pub fn encode_publish_v3(out: &mut BytesMut, header: PublishHeader, topic: &[u8], payload: &[u8]) {
-    let PublishHeader { dup, qos, retain, packet_id } = header;
-    let id_bytes = if qos == QoS::AtMostOnce { 0 } else { 2 };
-    let remaining = 2 + topic.len() + id_bytes + payload.len();
+    let id_bytes = if header.qos == QoS::AtMostOnce { 0 } else { 2 };
+    put_publish_header(out, header, 2 + topic.len() + id_bytes + payload.len());
+    write_publish(out, false, topic, header.qos, header.packet_id, &NoProperties, payload);
+}
+
+/// A PUBLISH's fixed header for a body of `remaining` bytes, with room reserved for the body.
+/// Always inlined: as a call it cost the delivery path 7 instructions a message (callgrind of
+/// benches/publish_path.rs, MQTT -> MQTT 16 B: 1135 against 1128).
+#[inline(always)]
+fn put_publish_header(out: &mut BytesMut, header: PublishHeader, remaining: usize) {
+    let PublishHeader { dup, qos, retain, .. } = header;
     assert!(remaining <= REMAINING_LENGTH_MAX as usize, "packet body of {remaining} bytes");
     out.reserve(FIXED_HEADER_BYTES_MAX + remaining);
     out.put_u8(3 << 4 | u8::from(dup) << 3 | (qos as u8) << 1 | u8::from(retain));
     put_varint(out, remaining as u32);
-    write_publish(out, false, topic, qos, packet_id, &NoProperties, payload);
 }
 
 /// The property set of a 3.1.1 packet: nothing to write.
