@@ -54,6 +54,16 @@ fn main() {
             black_box(&out);
         });
     }
+    // What the broker writes to a 3.1.1 subscriber: no property set at all.
+    report("encode_publish_v3_16b", runs, ops, || {
+        out.clear();
+        let header =
+            PublishHeader { dup: false, qos: QoS::AtLeastOnce, retain: false, packet_id: 7 };
+        for _ in 0..ops {
+            codec::encode_publish_v3(&mut out, header, TOPIC, &payload);
+        }
+        black_box(&out);
+    });
 
     let mut arena = BytesMut::with_capacity(1 << 20);
     report("topic_to_subject_3_levels", runs, ops, || {
