@@ -2505,88 +2505,96 @@ fn write_publish(
         retain,
         packet_id,
     };
-    if s.version == Version::V3_1_1 {
+    let before = out.len();
+    let alias = if s.version == Version::V3_1_1 {
         // No properties, aliases or subscription identifiers to carry.
-        let before = out.len();
         codec::encode_publish_v3(out, header, topic, message.payload);
-        if out.len() - before > s.max_packet as usize {
-            out.truncate(before);
-            return Err(Skip::TooLarge);
-        }
-        return Ok(());
+        None
+    } else {
+        let scratch = (identifiers, user_properties);
+        encode_publish_v5(out, s, (message, header, identifier, now), topic, scratch)
+    };
+    if out.len() - before > s.max_packet as usize {
+        out.truncate(before);
+        return Err(Skip::TooLarge);
     }
+    if let Some((number, false)) = alias {
+        s.aliases.get_or_insert_with(Box::default).insert(Bytes::copy_from_slice(topic), number);
+    }
+    Ok(())
+}
+
+/// The 5.0 half of [`write_publish`]: the message's properties, its subscription identifier and
+/// a topic alias, built in the session's scratch vectors (given back emptied). Returns the
+/// alias used, `(number, already known)`, which the caller records once the packet fits.
+fn encode_publish_v5(
+    out: &mut BytesMut,
+    s: &Session,
+    delivery: (&MsgParts, codec::PublishHeader, u32, Option<Instant>),
+    topic: &[u8],
+    scratch: (&mut Vec<u32>, &mut Vec<(Bytes, Bytes)>),
+) -> Option<(u16, bool)> {
+    let (message, header, identifier, now) = delivery;
+    let (identifiers, user_properties) = scratch;
     let mut properties = PublishProperties {
         subscription_identifiers: std::mem::take(identifiers),
         user_properties: std::mem::take(user_properties),
         ..Default::default()
     };
+    if let Some(p) = message.meta.properties {
+        properties.payload_format_indicator = p.payload_format_indicator;
+        properties.message_expiry_interval = p.expires_at.zip(now).map(|(at, now)| {
+            let left = at.saturating_duration_since(now).as_millis();
+            u32::try_from(left.div_ceil(1000)).unwrap_or(u32::MAX).max(1)
+        });
+        properties.content_type = p.content_type.clone();
+        properties.response_topic = p.response_topic.clone();
+        properties.correlation_data = p.correlation_data.clone();
+        properties.user_properties.extend(p.user_properties.iter().cloned());
+    }
+    if !message.meta.from_mqtt {
+        if !message.headers.is_empty() {
+            properties.user_properties.clear();
+            match message.meta.headers {
+                Some(headers) => {
+                    interop::user_properties_into(headers, &mut properties.user_properties)
+                }
+                // Not reached today: borrowed parts with NATS headers come from no path.
+                None => interop::user_properties_into(
+                    &Bytes::copy_from_slice(message.headers),
+                    &mut properties.user_properties,
+                ),
+            }
+        }
+        if !message.reply.is_empty() {
+            // A reply subject without an MQTT form is not passed on (the request still is).
+            if let Ok(response) = subject::subject_to_mqtt_topic(message.reply) {
+                properties.response_topic = Some(Bytes::copy_from_slice(&response));
+            }
+        }
+    }
+    if identifier != 0 {
+        properties.subscription_identifiers.push(identifier);
+    }
     let mut alias = None;
-    if s.version == Version::V5_0 {
-        if let Some(p) = message.meta.properties {
-            properties.payload_format_indicator = p.payload_format_indicator;
-            properties.message_expiry_interval = p.expires_at.zip(now).map(|(at, now)| {
-                let left = at.saturating_duration_since(now).as_millis();
-                u32::try_from(left.div_ceil(1000)).unwrap_or(u32::MAX).max(1)
-            });
-            properties.content_type = p.content_type.clone();
-            properties.response_topic = p.response_topic.clone();
-            properties.correlation_data = p.correlation_data.clone();
-            properties.user_properties.extend(p.user_properties.iter().cloned());
-        }
-        if !message.meta.from_mqtt {
-            if !message.headers.is_empty() {
-                properties.user_properties.clear();
-                match message.meta.headers {
-                    Some(headers) => {
-                        interop::user_properties_into(headers, &mut properties.user_properties)
-                    }
-                    // Not reached today: borrowed parts with NATS headers come from no path.
-                    None => interop::user_properties_into(
-                        &Bytes::copy_from_slice(message.headers),
-                        &mut properties.user_properties,
-                    ),
-                }
-            }
-            if !message.reply.is_empty() {
-                // A reply subject without an MQTT form is not passed on (the request still is).
-                if let Ok(response) = subject::subject_to_mqtt_topic(message.reply) {
-                    properties.response_topic = Some(Bytes::copy_from_slice(&response));
-                }
-            }
-        }
-        if identifier != 0 {
-            properties.subscription_identifiers.push(identifier);
-        }
-        if s.alias_max > 0 {
-            let given = s.aliases.as_ref().map_or(0, |a| a.len());
-            alias = match s.aliases.as_ref().and_then(|a| a.get(topic)) {
-                Some(known) => Some((*known, true)),
-                None if given < usize::from(s.alias_max) => Some((given as u16 + 1, false)),
-                None => None,
-            };
-            properties.topic_alias = alias.map(|(a, _)| a);
-        }
+    if s.alias_max > 0 {
+        let given = s.aliases.as_ref().map_or(0, |a| a.len());
+        alias = match s.aliases.as_ref().and_then(|a| a.get(topic)) {
+            Some(known) => Some((*known, true)),
+            None if given < usize::from(s.alias_max) => Some((given as u16 + 1, false)),
+            None => None,
+        };
+        properties.topic_alias = alias.map(|(a, _)| a);
     }
     let sent_topic: &[u8] = if matches!(alias, Some((_, true))) { b"" } else { topic };
-    let before = out.len();
-    codec::encode_publish(out, s.version, header, sent_topic, &properties, message.payload);
-    let fits = out.len() - before <= s.max_packet as usize;
-    if !fits {
-        out.truncate(before);
-    } else if let Some((number, false)) = alias {
-        s.aliases.get_or_insert_with(Box::default).insert(Bytes::copy_from_slice(topic), number);
-    }
+    codec::encode_publish(out, Version::V5_0, header, sent_topic, &properties, message.payload);
     let PublishProperties { mut subscription_identifiers, user_properties: mut users, .. } =
         properties;
     subscription_identifiers.clear();
     users.clear();
     *identifiers = subscription_identifiers;
     *user_properties = users;
-    if fits {
-        Ok(())
-    } else {
-        Err(Skip::TooLarge)
-    }
+    alias
 }
 
 #[cfg(test)]
