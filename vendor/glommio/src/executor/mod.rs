@@ -1325,6 +1325,12 @@ impl LocalExecutor {
         loop {
             self.reactor.sys.install_eventfd();
             if self.need_preempt() {
+                // Isthmus patch: a preemption signal that is already pending when the loop
+                // starts used to return `false` ("nothing ran") with tasks still queued, and
+                // the caller then parked: the shard slept with runnable tasks until some
+                // later event (the next timer) woke it. Queued work now counts as run, so
+                // the caller polls the rings (clearing the signal) and comes back here.
+                ran |= !self.queues.borrow().active_executors.is_empty();
                 break;
             }
             if !self.run_one_task_queue() {

@@ -893,6 +893,9 @@ struct SleepableRing {
     task_queue_stats: AHashMap<TaskQueueHandle, RingIoStats>,
     source_map: Rc<RefCell<SourceMap>>,
     in_kernel: usize,
+    // Isthmus patch: completions consumed so far, which tells `Reactor::wait` how many the
+    // kernel has counted against the throughput timeout (vendor/README.md).
+    completions: u64,
 }
 
 impl SleepableRing {
@@ -913,6 +916,7 @@ impl SleepableRing {
             task_queue_stats: AHashMap::new(),
             source_map,
             in_kernel: 0,
+            completions: 0,
         })
     }
 
@@ -1044,12 +1048,24 @@ impl SleepableRing {
         }
     }
 
-    fn sleep(&mut self, link: &Source) -> io::Result<usize> {
+    fn sleep(&mut self, link: &Source, armed: bool) -> io::Result<usize> {
         assert_eq!(
             self.waiting_kernel_submission(),
             0,
             "sleeping with pending SQEs"
         );
+        // Isthmus patch: `link` is a `POLL_ADD` that an earlier sleep submitted and that has
+        // not completed, so the rings are still linked: wait without a new one.
+        if armed {
+            return self
+                .ring
+                .cq()
+                .wait(1)
+                .map(|_| 1)
+                .or_else(Reactor::busy_ok)
+                .or_else(Reactor::again_ok)
+                .or_else(Reactor::intr_ok);
+        }
         if let Some(mut sqe) = self.ring.sq().prepare_sqe() {
             let sqe_ptr = unsafe { sqe.raw_mut() as *mut _ };
             let op = UringDescriptor {
@@ -1181,6 +1197,7 @@ impl UringCommon for SleepableRing {
         )
         .map(|x| {
             self.in_kernel -= 1;
+            self.completions += 1;
             x
         })
     }
@@ -1226,7 +1243,11 @@ pub(crate) struct Reactor {
     // `wait` while its deadline has not moved.
     latency_preemption_timeout_src: Cell<Option<(Source, Instant)>>,
     user_timeout_src: Cell<Option<(Source, Instant)>>,
-    throughput_preemption_timeout_src: Cell<Option<Source>>,
+    // Isthmus patch: with the main ring's completion count when it was armed.
+    throughput_preemption_timeout_src: Cell<Option<(Source, u64)>>,
+    // Isthmus patch: the `POLL_ADD` on the latency ring's fd that links the rings while the
+    // main ring sleeps, kept until it completes (see `link_rings_and_sleep`).
+    link_rings_src: RefCell<Option<Source>>,
 
     link_fd: RawFd,
 
@@ -1359,6 +1380,7 @@ impl Reactor {
             latency_preemption_timeout_src: Cell::new(None),
             user_timeout_src: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
+            link_rings_src: RefCell::new(None),
             blocking_thread,
             link_fd,
             notifier,
@@ -1730,15 +1752,35 @@ impl Reactor {
     ///
     /// We may not be able to register an `SQE` at this point, so we return an
     /// Error and will just not sleep.
+    ///
+    /// Isthmus patch: upstream made a new `POLL_ADD` on every sleep and dropped its `Source`
+    /// on waking. `sleep` fills that sqe itself, so the source was never marked dispatched
+    /// and its drop sent no cancellation: every sleep that ended on a main-ring event left a
+    /// poll armed in the kernel. They piled up (one per message on an idle shard) and all
+    /// completed together on the latency ring's next completion, a burst of tens of CQEs
+    /// that also counted against the throughput timeout. The reactor now keeps the one
+    /// poll it armed and arms a new one only after that one has completed.
     fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
-        let link_rings = Source::new(
-            IoRequirements::default(),
-            self.link_fd,
-            SourceType::LinkRings,
-            None,
-            None,
-        );
-        ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {})
+        let mut slot = self.link_rings_src.borrow_mut();
+        // Consuming a source's completion takes it out of the source map (`enqueued` is
+        // cleared); a LinkRings completion records no result, so `result()` cannot tell.
+        let armed = matches!(&*slot, Some(s) if s.inner.borrow().enqueued.is_some());
+        if !armed {
+            *slot = Some(Source::new(
+                IoRequirements::default(),
+                self.link_fd,
+                SourceType::LinkRings,
+                None,
+                None,
+            ));
+        }
+        let link_rings = slot.as_ref().expect("just set");
+        let res = ring.sleep(link_rings, armed);
+        if res.is_err() {
+            // The poll was not submitted (the sqe became a no-op): do not keep it.
+            *slot = None;
+        }
+        res.or_else(Self::busy_ok).map(|_| {})
     }
 
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
@@ -1823,20 +1865,29 @@ impl Reactor {
         // throughput timeout on every call, 2-4 io_uring_enter per wake-up of an idle shard.
         // A timer that has not fired stays armed instead: a preempt timer that fires early
         // only preempts early, and a kept timer never fires later than a fresh one would
-        // (see `keep_timer`). The throughput timeout (a completion count, no deadline) is
-        // re-armed only once it has fired.
+        // (see `keep_timer`).
+        // The throughput timeout fires after `ring_depth` main-ring completions since it was
+        // armed; upstream's re-arming restarts that count at every call, so it fires only
+        // when that many complete between two visits here. Kept armed for good, it fired
+        // every `ring_depth` completions of an idle shard (every 6.5 ms at 20k msg/s), and
+        // each firing cost a trip through an io-wq worker thread (the linked eventfd write)
+        // and a 100-150 us stall. So it is re-armed once half its count has been used up:
+        // it then fires only when at least half of `ring_depth` complete between two visits,
+        // at the cost of one re-arm per `ring_depth / 2` completions instead of one per call.
+        let depth = self.ring_depth() as u32;
+        let completed = main_ring.completions;
         let throughput = self.throughput_preemption_timeout_src.take();
-        let throughput_armed = matches!(&throughput, Some(s) if s.result().is_none());
+        let throughput_armed = matches!(&throughput,
+            Some((s, armed_at)) if s.result().is_none()
+                && completed.wrapping_sub(*armed_at) < u64::from(depth / 2));
         if throughput_armed {
             self.throughput_preemption_timeout_src.set(throughput);
         } else {
             drop(throughput);
-            self.throughput_preemption_timeout_src.replace(Some(
-                main_ring.prepare_throughput_preemption_timer(
-                    self.ring_depth() as u32,
-                    self.eventfd_src.raw(),
-                ),
-            ));
+            self.throughput_preemption_timeout_src.replace(Some((
+                main_ring.prepare_throughput_preemption_timer(depth, self.eventfd_src.raw()),
+                completed,
+            )));
         }
 
         // This will only dispatch if we run out of sqes. Which means until
