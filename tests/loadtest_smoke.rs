@@ -48,12 +48,45 @@ fn nats_scenarios_deliver_everything() {
     };
     let measured = check(isthmus_loadtest::request_reply(&addr, &requests));
     assert!(measured.latency.is_some());
-    let pace = Pace { messages: 500, warmup: 100, rate: 5_000, size: 16, limit: LIMIT };
+    let trace = std::env::temp_dir().join(format!("isthmus-trace-{}", std::process::id()));
+    let pace = Pace {
+        messages: 500,
+        warmup: 100,
+        rate: 5_000,
+        size: 16,
+        limit: LIMIT,
+        trace: Some(trace.clone()),
+    };
     let measured = check(isthmus_loadtest::nats_latency(&addr, &pace));
+    let latency = measured.latency.expect("latency");
     // The slowest message is one of the recorded ones: due after the 100 warm-up messages
     // (20 ms at 5,000/s) and before the schedule's end (600 messages, 120 ms).
-    let at = measured.latency.and_then(|l| l.max_at_ms).expect("max_at_ms");
+    let at = latency.max_at_ms.expect("max_at_ms");
     assert!((20..120).contains(&at), "slowest message due at {at} ms");
+    // The trace holds the 500 recorded messages, due every 200 us from the 101st on, and
+    // the same slowest latency as the histogram (which keeps 3 significant digits).
+    let text = std::fs::read_to_string(&trace).unwrap();
+    std::fs::remove_file(&trace).unwrap();
+    let mut lines = text.lines();
+    let start: u128 =
+        lines.next().and_then(|l| l.strip_prefix("start_unix_ns ")).unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    assert!(start < now.as_nanos() && now.as_nanos() - start < 60_000_000_000, "start {start}");
+    let rows: Vec<(u64, u64)> = lines
+        .map(|l| {
+            let (sent, latency) = l.split_once(' ').unwrap();
+            (sent.parse().unwrap(), latency.parse().unwrap())
+        })
+        .collect();
+    let mut sent: Vec<u64> = rows.iter().map(|r| r.0).collect();
+    sent.sort_unstable();
+    assert_eq!(sent, (100..600).map(|i| i * 200_000).collect::<Vec<u64>>());
+    let slowest = rows.iter().map(|r| r.1).max().unwrap();
+    assert!(
+        slowest <= latency.max_us && latency.max_us - slowest <= latency.max_us / 500 + 1,
+        "trace max {slowest} us, histogram max {} us",
+        latency.max_us
+    );
     running.stop();
 }
 
@@ -65,7 +98,8 @@ fn mqtt_scenarios_deliver_everything() {
         check(isthmus_loadtest::mqtt_pubsub(&addr, &shape(5_000, 16, 1, 1), qos, None));
         check(isthmus_loadtest::mqtt_pubsub(&addr, &shape(1_000, 256, 1, 3), qos, None));
         check(isthmus_loadtest::mqtt_pubsub(&addr, &shape(1_000, 16, 3, 1), qos, Some(16)));
-        let pace = Pace { messages: 300, warmup: 100, rate: 5_000, size: 16, limit: LIMIT };
+        let pace =
+            Pace { messages: 300, warmup: 100, rate: 5_000, size: 16, limit: LIMIT, trace: None };
         check(isthmus_loadtest::mqtt_latency(&addr, &pace, qos));
     }
     running.stop();

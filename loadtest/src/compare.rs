@@ -455,12 +455,15 @@ fn measure(running: &Running, kind: &Kind) -> Result<Measurement, String> {
         Kind::NatsToMqtt { publishers, subscribers, size, messages, qos } => {
             nats_to_mqtt(&nats, &mqtt, &shape(publishers, subscribers, size, messages), qos)
         }
-        Kind::NatsLatency { rate, messages, size } => {
-            nats_latency(&nats, &Pace { messages, warmup: rate / 2, rate, size, limit })
-        }
-        Kind::MqttLatency { rate, messages, size, qos } => {
-            mqtt_latency(&mqtt, &Pace { messages, warmup: rate / 2, rate, size, limit }, qos)
-        }
+        Kind::NatsLatency { rate, messages, size } => nats_latency(
+            &nats,
+            &Pace { messages, warmup: rate / 2, rate, size, limit, trace: None },
+        ),
+        Kind::MqttLatency { rate, messages, size, qos } => mqtt_latency(
+            &mqtt,
+            &Pace { messages, warmup: rate / 2, rate, size, limit, trace: None },
+            qos,
+        ),
         Kind::Storm { protocol, connections, concurrency } => {
             let addr = if protocol == Protocol::Nats { &nats } else { &mqtt };
             storm(addr, &Storm { protocol, connections, concurrency, keep: false, limit })

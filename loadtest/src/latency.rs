@@ -20,12 +20,13 @@ use hdrhistogram::Histogram;
 use serde_json::Map;
 use std::io::Write;
 use std::net::TcpStream;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How many messages, how fast, how big.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pace {
     /// Messages to record.
     pub messages: u64,
@@ -37,6 +38,27 @@ pub struct Pace {
     pub size: usize,
     /// The run gives up after this long.
     pub limit: Duration,
+    /// Write every recorded message's intended send time and latency to this file.
+    pub trace: Option<PathBuf>,
+}
+
+/// `--trace`: a header line `start_unix_ns N` (the schedule's origin on the wall clock, to
+/// line the file up with `perf record -k realtime`), then one `sent_ns latency_us` line per
+/// recorded message, `sent_ns` being its intended send time in ns after the origin.
+fn write_trace(path: &Path, origin: Instant, trace: &[(u64, u64)]) -> Result<(), String> {
+    let since_origin = origin.elapsed();
+    let start_unix_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .saturating_sub(since_origin)
+        .as_nanos();
+    let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    writeln!(out, "start_unix_ns {start_unix_ns}").map_err(|e| e.to_string())?;
+    for (sent_ns, latency_us) in trace {
+        writeln!(out, "{sent_ns} {latency_us}").map_err(|e| e.to_string())?;
+    }
+    out.flush().map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// NATS round trip through the broker at a fixed rate.
@@ -53,7 +75,7 @@ pub fn mqtt_latency(addr: &str, pace: &Pace, qos: u8) -> Result<Measurement, Str
 }
 
 fn paced(scenario: &'static str, end: Endpoint, pace: &Pace) -> Result<Measurement, String> {
-    let Pace { messages, warmup, rate, size, limit } = *pace;
+    let Pace { messages, warmup, rate, size, limit, .. } = *pace;
     let total = warmup + messages;
     // Messages intended before this (nanoseconds after `origin`) are the warm-up.
     let recorded_from = warmup * (1_000_000_000 / rate.max(1));
@@ -72,6 +94,7 @@ fn paced(scenario: &'static str, end: Endpoint, pace: &Pace) -> Result<Measureme
     let origin = Instant::now();
     let reader = {
         let (watch, progress) = (Arc::clone(&watch), Arc::clone(&progress));
+        let trace_path = pace.trace.clone();
         let protocol = end.protocol;
         std::thread::spawn(move || -> Result<(Histogram<u64>, u64, u8, u64), String> {
             let mut histogram =
@@ -79,6 +102,8 @@ fn paced(scenario: &'static str, end: Endpoint, pace: &Pace) -> Result<Measureme
             let mut count = 0u64;
             // (latency, intended send time) of the slowest message so far.
             let mut slowest = (0u64, 0u64);
+            let mut trace =
+                Vec::with_capacity(if trace_path.is_some() { total as usize } else { 0 });
             let goal = AtomicU64::new(0);
             let received =
                 pubsub::receive(&mut subscriber, protocol, &goal, total, &watch, &progress, |p| {
@@ -90,16 +115,23 @@ fn paced(scenario: &'static str, end: Endpoint, pace: &Pace) -> Result<Measureme
                     let now_ns = origin.elapsed().as_nanos() as u64;
                     let latency_us = (now_ns.saturating_sub(sent_ns) / 1000).max(1);
                     histogram.saturating_record(latency_us);
+                    if trace_path.is_some() {
+                        trace.push((sent_ns, latency_us));
+                    }
                     if latency_us > slowest.0 {
                         slowest = (latency_us, sent_ns);
                     }
                     count += 1;
                     true
                 })?;
+            if let Some(path) = &trace_path {
+                write_trace(path, origin, &trace)?;
+            }
             Ok((histogram, count, received.qos_max, slowest.1 / 1_000_000))
         })
     };
-    let sending = send_paced(&end, connection, &Pace { messages: total, ..*pace }, size, origin);
+    let sending =
+        send_paced(&end, connection, &Pace { messages: total, trace: None, ..*pace }, size, origin);
     watch.published.store(true, std::sync::atomic::Ordering::Release);
     let received = reader.join().map_err(|_| "subscriber panicked")?;
     drop(progress);

@@ -118,6 +118,11 @@ struct PaceArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 60)]
     timeout_s: u64,
+    /// Write each recorded message's intended send time (ns after the run's start) and
+    /// latency (µs) to this file, one line each, after a `start_unix_ns N` line: to find
+    /// stalls and line them up with `perf record -k realtime` (tuning/README.md).
+    #[arg(long)]
+    trace: Option<std::path::PathBuf>,
 }
 
 impl PaceArgs {
@@ -128,6 +133,7 @@ impl PaceArgs {
             rate: self.rate,
             size: self.size,
             limit: Duration::from_secs(self.timeout_s),
+            trace: self.trace.clone(),
         }
     }
 }
