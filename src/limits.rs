@@ -60,6 +60,17 @@ pub const SUBJECT_TOKENS_INLINE: usize = 16;
 /// Costs: one heap walk of the shard's thread per release (0.1-2 ms), only after such a wave.
 pub const DORMANT_RELEASE_MIN: u32 = 64;
 
+/// Most pending output (buffer plus unwritten write) a NATS consumer may have before the
+/// connection delivering to it waits for it (the stall mark is 3/4 of `nats.max_pending`, at
+/// most this). A fast publisher's subscriber otherwise built a backlog of 20-30 MiB (single
+/// sends of 22 and 28 MiB at NATS 1->1 256 B), grown by doubling into fresh pages: realloc and
+/// page faults were 7-12 % of the broker's CPU. With the mark at 3 MiB, 12 interleaved runs
+/// each: median 3.26 -> 3.65 M msg/s, 280 -> 245 ns of broker CPU per message
+/// (tuning/results/2026-12-06-stall-mark.md). Costs: a publisher waits (at most
+/// `STALL_BUDGET` per burst) for any consumer more than this behind, not only one near
+/// `max_pending`; the slow-consumer cut still comes at `max_pending`.
+pub const NATS_STALL_BYTES_MAX: u64 = 3 * 1024 * 1024;
+
 /// Largest outbound buffer capacity a connection keeps once its writer drained it; more is
 /// released. Twice [`READ_CHUNK_BYTES`], so what one full read delivers to a subscriber fits
 /// without growing: the deliveries of a 64 KiB read are a little larger than the read (MSG

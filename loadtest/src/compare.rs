@@ -136,7 +136,9 @@ const SCENARIOS: &[(&str, Kind)] = &[
         Kind::Nats { publishers: 1, subscribers: 1, size: 256, messages: 1_000_000 },
     ),
     ("nats 1->8 16B", Kind::Nats { publishers: 1, subscribers: 8, size: 16, messages: 250_000 }),
+    ("nats 1->8 256B", Kind::Nats { publishers: 1, subscribers: 8, size: 256, messages: 125_000 }),
     ("nats 8->1 16B", Kind::Nats { publishers: 8, subscribers: 1, size: 16, messages: 250_000 }),
+    ("nats 8->1 256B", Kind::Nats { publishers: 8, subscribers: 1, size: 256, messages: 125_000 }),
     (
         "nats queue 1->4 16B",
         Kind::NatsQueue { publishers: 1, subscribers: 4, size: 16, messages: 1_000_000 },
@@ -179,6 +181,17 @@ const SCENARIOS: &[(&str, Kind)] = &[
         },
     ),
     (
+        "mqtt qos0 1->8 256B",
+        Kind::Mqtt {
+            publishers: 1,
+            subscribers: 8,
+            size: 256,
+            messages: 50_000,
+            qos: 0,
+            window: 0,
+        },
+    ),
+    (
         "mqtt qos0 8->1 16B",
         Kind::Mqtt { publishers: 8, subscribers: 1, size: 16, messages: 50_000, qos: 0, window: 0 },
     ),
@@ -188,6 +201,17 @@ const SCENARIOS: &[(&str, Kind)] = &[
             publishers: 1,
             subscribers: 1,
             size: 16,
+            messages: 200_000,
+            qos: 1,
+            window: 1000,
+        },
+    ),
+    (
+        "mqtt qos1 1->1 256B",
+        Kind::Mqtt {
+            publishers: 1,
+            subscribers: 1,
+            size: 256,
             messages: 200_000,
             qos: 1,
             window: 1000,
@@ -209,21 +233,38 @@ const SCENARIOS: &[(&str, Kind)] = &[
         Kind::MqttToNats { publishers: 1, subscribers: 1, size: 16, messages: 500_000, qos: 0 },
     ),
     (
+        "mqtt->nats qos0 1->1 256B",
+        Kind::MqttToNats { publishers: 1, subscribers: 1, size: 256, messages: 250_000, qos: 0 },
+    ),
+    (
         "nats->mqtt qos0 1->1 16B",
         Kind::NatsToMqtt { publishers: 1, subscribers: 1, size: 16, messages: 500_000, qos: 0 },
+    ),
+    (
+        "nats->mqtt qos0 1->1 256B",
+        Kind::NatsToMqtt { publishers: 1, subscribers: 1, size: 256, messages: 250_000, qos: 0 },
     ),
     (
         "nats->mqtt qos1 1->1 16B",
         Kind::NatsToMqtt { publishers: 1, subscribers: 1, size: 16, messages: 100_000, qos: 1 },
     ),
     ("nats latency 20k/s", Kind::NatsLatency { rate: 20_000, messages: 40_000, size: 16 }),
+    ("nats latency 20k/s 256B", Kind::NatsLatency { rate: 20_000, messages: 40_000, size: 256 }),
     (
         "mqtt latency qos0 20k/s",
         Kind::MqttLatency { rate: 20_000, messages: 40_000, size: 16, qos: 0 },
     ),
     (
+        "mqtt latency qos0 20k/s 256B",
+        Kind::MqttLatency { rate: 20_000, messages: 40_000, size: 256, qos: 0 },
+    ),
+    (
         "mqtt latency qos1 20k/s",
         Kind::MqttLatency { rate: 20_000, messages: 40_000, size: 16, qos: 1 },
+    ),
+    (
+        "mqtt latency qos1 20k/s 256B",
+        Kind::MqttLatency { rate: 20_000, messages: 40_000, size: 256, qos: 1 },
     ),
     ("nats storm c4", Kind::Storm { protocol: Protocol::Nats, connections: 2_000, concurrency: 4 }),
     ("mqtt storm c4", Kind::Storm { protocol: Protocol::Mqtt, connections: 2_000, concurrency: 4 }),

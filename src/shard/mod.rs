@@ -639,7 +639,8 @@ impl Shard {
     }
 
     fn over_stall_mark(&self, conn: &Conn) -> bool {
-        (conn.out.len() + conn.writing) as u64 > self.config.nats.max_pending / 4 * 3
+        let mark = (self.config.nats.max_pending / 4 * 3).min(crate::limits::NATS_STALL_BYTES_MAX);
+        (conn.out.len() + conn.writing) as u64 > mark
     }
 
     /// A NATS connection's CONNECT passed authentication: keep what its token allows.
