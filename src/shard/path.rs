@@ -143,27 +143,31 @@ impl Path {
     pub fn run(&mut self, input: &[u8]) -> usize {
         let mut sent = 0;
         for chunk in input.chunks(READ_BYTES) {
-            self.read.extend_from_slice(chunk);
-            let shard = &self.shards[0];
-            match &mut self.mqtt_state {
-                Some(state) => {
-                    super::mqtt::path_publish(shard, self.publisher, state, &mut self.read)
-                }
-                None => {
-                    while let Some(op) =
-                        nats::next_op(shard, self.publisher, &mut self.read).expect("valid input")
-                    {
-                        match nats::handle(shard, self.publisher, op) {
-                            Next::Continue => {}
-                            _ => panic!("the path's publishes neither wait nor end the connection"),
-                        }
-                    }
-                }
-            }
-            self.carry();
+            self.read_one(chunk);
             sent += self.take_output();
         }
         sent
+    }
+
+    /// Handles one read of whole publishes and carries the mesh; the subscribers' writers do
+    /// not run.
+    fn read_one(&mut self, chunk: &[u8]) {
+        self.read.extend_from_slice(chunk);
+        let shard = &self.shards[0];
+        match &mut self.mqtt_state {
+            Some(state) => super::mqtt::path_publish(shard, self.publisher, state, &mut self.read),
+            None => {
+                while let Some(op) =
+                    nats::next_op(shard, self.publisher, &mut self.read).expect("valid input")
+                {
+                    match nats::handle(shard, self.publisher, op) {
+                        Next::Continue => {}
+                        _ => panic!("the path's publishes neither wait nor end the connection"),
+                    }
+                }
+            }
+        }
+        self.carry();
     }
 
     /// Moves every staged batch to its shard and every return back home, until none is left.
@@ -289,6 +293,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A NATS subscriber whose writer does not run stalls its producer once NATS_STALL_BYTES_MAX
+    /// of output is pending, not at 3/4 of the default max_pending (48 MiB), and is not cut.
+    #[test]
+    fn a_nats_consumer_behind_by_the_stall_cap_stalls_its_producer() {
+        let cap = crate::limits::NATS_STALL_BYTES_MAX as usize;
+        let mut path = Path::new(1, Client::Nats, Client::Nats, "a.b");
+        let input = pubs(Client::Nats, "a.b", 256, 2 * cap / 256);
+        let subscriber = path.subscribers[0].0;
+        let state = |path: &Path| {
+            path.shards[0].with_conn(subscriber, |c| (c.out.len(), c.stalled, c.closing))
+        };
+        let mut stalled_at = None;
+        for read in input.chunks(READ_BYTES) {
+            path.read_one(read);
+            let (pending, stalled, closing) = state(&path);
+            assert!(!closing, "cut as a slow consumer at {pending} bytes");
+            assert_eq!(stalled, pending > cap, "{pending} bytes pending");
+            if stalled && stalled_at.is_none() {
+                stalled_at = Some(pending);
+            }
+        }
+        let at = stalled_at.expect("the producer was never stalled");
+        assert!(at <= cap + 2 * READ_BYTES, "stalled at {at} bytes");
     }
 
     /// What full reads deliver fits the subscriber's outbound buffers, so a busy subscriber
